@@ -1,0 +1,184 @@
+"""L-inf attacks on models that take images in [0, 1].
+
+All attacks run the model in eval mode and restore its mode afterwards, take gradients with
+respect to the input only (``torch.autograd.grad``; parameter ``.grad`` is never touched), and
+return detached tensors.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+LOSSES = ("ce", "cw", "kl")
+RANDOM_STARTS = ("uniform", "gaussian", None)
+
+
+# ------------------------------------------------------------------------------ input checks
+def check_images(x: torch.Tensor) -> None:
+    """Raise if ``x`` is not a float NCHW batch of images in [0, 1]."""
+    if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() != 4:
+        shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+        raise ValueError(f"Expected float images of shape (N, C, H, W), got {shape}. "
+                         f"Use dynat_lite.data to load images as float tensors in [0, 1].")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        raise ValueError(f"Images must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]. "
+                         f"Divide uint8 images by 255; do not normalize outside the model "
+                         f"(every dynat_lite model normalizes inside itself).")
+
+
+def check_budget(eps: float, step_size: float, steps: int) -> None:
+    if not 0 <= eps <= 1:
+        raise ValueError(f"eps must lie in [0, 1] (images are in [0, 1]; 8/255 = 0.031 is "
+                         f"usual), got {eps}.")
+    if not 0 <= step_size <= 1:
+        raise ValueError(f"step_size must lie in [0, 1] (2/255 is usual), got {step_size}.")
+    if not isinstance(steps, int) or not 0 <= steps <= 10_000:
+        raise ValueError(f"steps must be an integer in [0, 10000], got {steps!r}.")
+
+
+def _check_labels(x: torch.Tensor, y: torch.Tensor) -> None:
+    if not torch.is_tensor(y) or y.shape != (len(x),) or y.is_floating_point():
+        raise ValueError(f"Labels must be an integer tensor of shape ({len(x)},), got "
+                         f"{getattr(y, 'dtype', type(y))} {tuple(getattr(y, 'shape', ()))}.")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Run ``model`` in eval mode inside the block; restore its previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+# ------------------------------------------------------------------------------------ pieces
+def attack_loss(logits: torch.Tensor, y: torch.Tensor, loss: str,
+                clean_probs: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-example loss the attacker maximizes.
+
+    "ce": cross-entropy to ``y``; "cw": the C&W margin max_{j != y} z_j - z_y; "kl": KL from
+    the clean prediction ``clean_probs`` to the prediction at the adversarial point (TRADES).
+    """
+    logits = logits.float()
+    if loss == "ce":
+        return F.cross_entropy(logits, y, reduction="none")
+    if loss == "cw":
+        true = logits.gather(1, y[:, None]).squeeze(1)
+        others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
+        return others.max(dim=1).values - true
+    if loss == "kl":
+        return F.kl_div(F.log_softmax(logits, dim=1), clean_probs, reduction="none").sum(1)
+    raise ValueError(f"Unknown attack loss {loss!r}. Valid: {', '.join(LOSSES)}.")
+
+
+def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    gen_device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=gen_device).to(x.device)
+
+
+def _rand_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    gen_device = generator.device if generator is not None else x.device
+    return torch.rand(x.shape, generator=generator, device=gen_device).to(x.device)
+
+
+def random_start_point(x: torch.Tensor, eps: float, kind: str | None,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """Where PGD starts: x + U(-eps, eps), x + 0.001 N(0, I) (the DYNAT/TRADES code) or x."""
+    if kind == "uniform":
+        return x + (2 * _rand_like(x, generator) - 1) * eps
+    if kind == "gaussian":
+        return x + 0.001 * _randn_like(x, generator)
+    if kind is None:
+        return x.clone()
+    raise ValueError(f"Unknown random_start {kind!r}. Valid: 'uniform', 'gaussian', None.")
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Nearest point of the L-inf ball of radius eps around x that is also in [0, 1]."""
+    return torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+
+
+# ------------------------------------------------------------------------------------- PGD
+def _validate(x, y, eps, step_size, steps, loss):
+    check_images(x)
+    check_budget(eps, step_size, steps)
+    if loss not in LOSSES:
+        raise ValueError(f"Unknown attack loss {loss!r}. Valid: {', '.join(LOSSES)}.")
+    if loss != "kl":
+        _check_labels(x, y)
+
+
+def _clean_probs(model, x, loss):
+    if loss != "kl":
+        return None
+    with torch.no_grad():
+        return F.softmax(model(x).float(), dim=1)
+
+
+def pgd_step(model: nn.Module, x_adv: torch.Tensor, x: torch.Tensor, y, *, eps: float,
+             step_size: float, loss: str = "ce", clean_probs=None):
+    """One PGD step from ``x_adv``: returns (the next point, the per-example loss at x_adv).
+
+    next = Proj(x_adv + step_size * sign(grad_x loss)), projecting onto the eps-ball around x
+    intersected with [0, 1]. Only the input's gradient is computed.
+    """
+    x_adv = x_adv.detach().requires_grad_(True)
+    with torch.enable_grad():
+        per_example = attack_loss(model(x_adv), y, loss, clean_probs)
+        grad, = torch.autograd.grad(per_example.sum(), x_adv)
+    return project(x_adv.detach() + step_size * grad.sign(), x, eps), per_example.detach()
+
+
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, *, eps: float = 8 / 255,
+        step_size: float = 2 / 255, steps: int = 10, loss: str = "ce",
+        random_start: str | None = "uniform",
+        generator: torch.Generator | None = None) -> torch.Tensor:
+    """L-inf PGD maximizing ``loss`` within ``eps`` of ``x``; returns the adversarial images.
+
+    ``loss``: "ce" (cross-entropy to ``y``: ground truth or dynamic labels), "cw" (the margin
+    loss), "kl" (KL from the model's clean prediction, ``y`` unused). ``random_start``:
+    "uniform" (x + U(-eps, eps)), "gaussian" (x + 0.001 N(0, I), as the DYNAT code) or None.
+    """
+    _validate(x, y, eps, step_size, steps, loss)
+    x = x.detach()
+    with eval_mode(model):
+        clean_probs = _clean_probs(model, x, loss)
+        x_adv = project(random_start_point(x, eps, random_start, generator), x, eps)
+        for _ in range(steps):
+            x_adv, _ = pgd_step(model, x_adv, x, y, eps=eps, step_size=step_size, loss=loss,
+                                clean_probs=clean_probs)
+    return x_adv
+
+
+def pgd_iterates(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, *,
+                 eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10,
+                 loss: str = "ce", random_start: str | None = "uniform",
+                 generator: torch.Generator | None = None
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """PGD one step at a time, for looking inside: yields ``(x_adv, loss_per_example)`` at the
+    start point and after each step (``steps + 1`` pairs), the same points ``pgd`` visits."""
+    _validate(x, y, eps, step_size, steps, loss)
+    x = x.detach()
+    with eval_mode(model):
+        clean_probs = _clean_probs(model, x, loss)
+        x_adv = project(random_start_point(x, eps, random_start, generator), x, eps)
+        for _ in range(steps):
+            x_next, value = pgd_step(model, x_adv, x, y, eps=eps, step_size=step_size,
+                                     loss=loss, clean_probs=clean_probs)
+            yield x_adv, value
+            x_adv = x_next
+        with torch.no_grad():
+            yield x_adv, attack_loss(model(x_adv), y, loss, clean_probs)
+
+
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+         eps: float = 8 / 255) -> torch.Tensor:
+    """Fast Gradient Sign Method: one step of size eps from x along the sign of the CE gradient."""
+    return pgd(model, x, y, eps=eps, step_size=eps, steps=1, loss="ce", random_start=None)

@@ -1,0 +1,262 @@
+"""Datasets as tensors, and a fast batch iterator that augments on the device.
+
+Every dataset comes back as a :class:`Dataset`: float images in [0, 1] (NCHW), int64 labels and
+the class names. Four sources:
+
+- ``"cifar10"``, ``"cifar100"``: through torchvision, downloaded into ``root`` on first use;
+- ``"synthetic"``: a CIFAR-shaped 10-class set generated from a seed, offline, in a second;
+- a path to an ``.npz`` holding ``x_train, y_train, x_test, y_test`` (uint8 NHWC, integer labels).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+SYNTHETIC_CLASSES = ("stripes", "rings", "checker", "diagonal", "blob",
+                     "cross", "corners", "bands", "spots", "waves")
+DATASETS = ("cifar10", "cifar100", "synthetic", "<path to an .npz>")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be loaded; the message says what to do instead."""
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: torch.Tensor  # (N, 3, 32, 32) float32 in [0, 1]
+    y_train: torch.Tensor  # (N,) int64
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __repr__(self) -> str:
+        return (f"Dataset({self.name!r}, train={tuple(self.x_train.shape)}, "
+                f"test={tuple(self.x_test.shape)}, classes={len(self.classes)})")
+
+
+def load(name: str, *, root: str | Path = "data", n_train: int | None = None,
+         n_test: int | None = None, seed: int = 0, download: bool = True) -> Dataset:
+    """Load a dataset by name (or .npz path), optionally as stratified subsets.
+
+    ``n_train``/``n_test`` keep that many examples with the classes in their original
+    proportions, chosen with ``seed``; ``None`` keeps everything.
+    """
+    name = str(name)
+    if name in ("cifar10", "cifar100"):
+        ds = _load_torchvision(name, Path(root), download)
+    elif name == "synthetic":
+        ds = synthetic(n_train=n_train or 5000, n_test=n_test or 1000, seed=seed)
+    elif name.endswith(".npz"):
+        ds = _load_npz(Path(name))
+    else:
+        raise DatasetError(f"Unknown dataset {name!r}. Valid: {', '.join(DATASETS)}.")
+    return Dataset(ds.name,
+                   *_subset(ds.x_train, ds.y_train, n_train, seed),
+                   *_subset(ds.x_test, ds.y_test, n_test, seed + 1),
+                   ds.classes)
+
+
+def images_from_uint8(x: np.ndarray) -> torch.Tensor:
+    """uint8 NHWC array -> float32 NCHW tensor in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().div_(255)
+
+
+def _subset(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int):
+    if n is None or n >= len(y):
+        return x, y
+    if n <= 0:
+        raise DatasetError(f"Subset size must be positive, got {n}.")
+    g = torch.Generator().manual_seed(seed)
+    classes = torch.unique(y)
+    counts = torch.stack([(y == c).sum() for c in classes]).double()
+    # Largest-remainder allocation, so the subset has exactly n examples.
+    share = counts / counts.sum() * n
+    take = share.floor().long()
+    order = torch.argsort(share - take, descending=True)
+    take[order[: n - int(take.sum())]] += 1
+    picks = []
+    for c, k in zip(classes, take):
+        idx = torch.nonzero(y == c).flatten()
+        picks.append(idx[torch.randperm(len(idx), generator=g)[: int(k)]])
+    keep = torch.cat(picks).sort().values
+    return x[keep], y[keep]
+
+
+def _load_torchvision(name: str, root: Path, download: bool) -> Dataset:
+    import torchvision
+
+    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    try:
+        train = cls(str(root), train=True, download=download)
+        test = cls(str(root), train=False, download=download)
+    except Exception as err:  # network errors and missing files come as many types
+        raise DatasetError(
+            f"Could not load {name} into {root}/ ({type(err).__name__}: {err}). "
+            f"If this machine is offline: copy the {name} python archive from torchvision's "
+            f"download into {root}/, or pass the path of an .npz with x_train, y_train, x_test, "
+            f"y_test (uint8 NHWC, integer labels), or use dataset 'synthetic'."
+        ) from err
+    return Dataset(name, images_from_uint8(train.data), torch.as_tensor(train.targets),
+                   images_from_uint8(test.data), torch.as_tensor(test.targets),
+                   tuple(train.classes))
+
+
+def _load_npz(path: Path) -> Dataset:
+    if not path.exists():
+        raise DatasetError(f"No such .npz file: {path}. Check the path, or use 'cifar10' or "
+                           f"'synthetic'.")
+    try:
+        arrays = np.load(path, allow_pickle=False)
+    except Exception as err:
+        raise DatasetError(f"Could not read {path} as an .npz ({err}).") from err
+    need = ("x_train", "y_train", "x_test", "y_test")
+    missing = [k for k in need if k not in arrays.files]
+    if missing:
+        raise DatasetError(f"{path} lacks the arrays {missing}; it has {arrays.files}. An .npz "
+                           f"dataset needs {', '.join(need)} (uint8 NHWC images, integer labels).")
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[3] != 3:
+            raise DatasetError(f"{path}: x_{split} must be uint8 of shape (N, H, W, 3), got "
+                               f"{x.dtype} {x.shape}.")
+        if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
+            raise DatasetError(f"{path}: y_{split} must be integers of shape ({len(x)},), got "
+                               f"{y.dtype} {y.shape}.")
+    y_all = np.concatenate([arrays["y_train"], arrays["y_test"]])
+    if "classes" in arrays.files:
+        classes = tuple(str(c) for c in arrays["classes"])
+    else:
+        classes = tuple(str(c) for c in range(int(y_all.max()) + 1))
+    if y_all.min() < 0 or y_all.max() >= len(classes):
+        raise DatasetError(f"{path}: labels must lie in [0, {len(classes)}).")
+    return Dataset(path.stem, images_from_uint8(arrays["x_train"]),
+                   torch.from_numpy(arrays["y_train"].astype(np.int64)),
+                   images_from_uint8(arrays["x_test"]),
+                   torch.from_numpy(arrays["y_test"].astype(np.int64)), classes)
+
+
+# ----------------------------------------------------------------------------------------------
+# The synthetic set: ten smooth, left-right symmetric patterns (so flips keep the class), each
+# drawn faintly on a random colour background with pixel noise. The class signal is small next
+# to the background, so a small CNN learns it in a minute, yet an L-inf budget of 8/255 spread
+# over all 3072 pixels overwhelms it: learnable and adversarially fragile, like real images.
+# ----------------------------------------------------------------------------------------------
+def _class_patterns(size: int = 32) -> torch.Tensor:
+    """Ten fixed patterns in [-1, 1], shape (10, 3, size, size), left-right symmetric."""
+    r = torch.linspace(-1, 1, size)
+    yy, xx = torch.meshgrid(r, r, indexing="ij")
+    ax = xx.abs()  # symmetric in x
+    rad = (ax ** 2 + yy ** 2).sqrt()
+    shapes = [
+        torch.sin(6 * yy),                                   # stripes
+        torch.cos(9 * rad),                                  # rings
+        torch.sign(torch.sin(5 * ax) * torch.sin(5 * yy)),   # checker
+        torch.sin(6 * (ax + yy)),                            # diagonal (a chevron)
+        2 * torch.exp(-4 * rad ** 2) - 1,                    # blob
+        torch.where((ax < .25) | (yy.abs() < .25), 1., -1.),  # cross
+        torch.where((ax > .5) & (yy.abs() > .5), 1., -1.),   # corners
+        torch.sign(torch.sin(3 * ax)),                       # bands
+        torch.cos(8 * ax) * torch.cos(8 * yy),               # spots
+        torch.sin(6 * yy + 3 * torch.cos(4 * ax)),           # waves
+    ]
+    colours = torch.tensor([[1., .2, .2], [.2, 1., .2], [.2, .2, 1.], [1., 1., .2], [1., .2, 1.],
+                            [.2, 1., 1.], [1., .6, .2], [.6, .2, 1.], [.2, .6, 1.], [1., 1., 1.]])
+    return torch.stack([c[:, None, None] * s[None] for s, c in zip(shapes, colours)])
+
+
+def synthetic(n_train: int = 5000, n_test: int = 1000, *, seed: int = 0,
+              signal: float = 0.12, noise: float = 0.06) -> Dataset:
+    """The offline CIFAR-shaped 10-class set; the same seed gives the same images."""
+    g = torch.Generator().manual_seed(seed)
+    patterns = _class_patterns()
+
+    def draw(n: int):
+        y = torch.arange(n) % 10
+        y = y[torch.randperm(n, generator=g)]
+        # Background: a smooth random colour field (4x4 upsampled) around mid-grey.
+        coarse = 0.5 + 0.25 * (torch.rand(n, 3, 4, 4, generator=g) * 2 - 1)
+        bg = torch.nn.functional.interpolate(coarse, size=32, mode="bilinear", align_corners=False)
+        # Each image shows its pattern at a random strength and a small random shift.
+        strength = signal * (0.75 + 0.5 * torch.rand(n, 1, 1, 1, generator=g))
+        shift = torch.randint(-2, 3, (n, 2), generator=g)
+        pat = torch.stack([torch.roll(patterns[c], (int(s[0]), int(s[1])), dims=(1, 2))
+                           for c, s in zip(y.tolist(), shift)])
+        x = bg + strength * pat + noise * torch.randn(n, 3, 32, 32, generator=g)
+        # Quantize to 8 bits like a real image file.
+        return (x.clamp(0, 1) * 255).round() / 255, y
+
+    x_tr, y_tr = draw(n_train)
+    x_te, y_te = draw(n_test)
+    return Dataset("synthetic", x_tr, y_tr, x_te, y_te, SYNTHETIC_CLASSES)
+
+
+# ----------------------------------------------------------------------------------------------
+# Batches
+# ----------------------------------------------------------------------------------------------
+def augment(x: torch.Tensor, generator: torch.Generator, *, pad: int = 4,
+            flip: bool = True) -> torch.Tensor:
+    """Random crop with zero padding ``pad`` and random horizontal flip, per image, on x's device.
+
+    The random numbers come from ``generator`` (a CPU generator), so the result is the same on
+    every device for the same seed.
+    """
+    n, c, h, w = x.shape
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    mirror = (torch.rand(n, generator=generator) < 0.5).to(x.device) if flip else None
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    rows = oy[:, None] + torch.arange(h, device=x.device)            # (n, h)
+    cols = ox[:, None] + torch.arange(w, device=x.device)            # (n, w)
+    if mirror is not None:
+        cols = torch.where(mirror[:, None], cols.flip(1), cols)
+    idx_n = torch.arange(n, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]  # (n, h, w, c)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+class Batches:
+    """Mini-batches of (x, y) tensors already on ``device``, shuffled and augmented there.
+
+    ``epoch(k)`` gives the batches of epoch k; its order and augmentation depend only on
+    (seed, k), so a resumed run sees exactly the batches an uninterrupted one would.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *,
+                 device: str | torch.device = "cpu", shuffle: bool = True,
+                 augment: bool = True, drop_last: bool = True, seed: int = 0):
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}.")
+        self.x = x.to(device)
+        self.y = y.to(device)
+        self.batch_size = batch_size
+        self.shuffle, self.augment, self.drop_last, self.seed = shuffle, augment, drop_last, seed
+
+    def __len__(self) -> int:
+        n = len(self.y)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def epoch(self, k: int = 0):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
+        n = len(self.y)
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        order = order.to(self.x.device)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            xb = self.x[idx]
+            if self.augment:
+                xb = augment(xb, g)
+            yield xb, self.y[idx]
+
+    def __iter__(self):
+        return self.epoch(0)

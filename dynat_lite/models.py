@@ -1,0 +1,187 @@
+"""Networks for 32x32 images. Every model takes images in [0, 1] and normalizes inside itself.
+
+Each model is ``Normalize -> features -> head``: ``model.normalize`` (per-channel mean/std),
+a body, and a final ``nn.Linear`` named ``model.fc``. Keeping those two ends named lets the fast
+training path run them in float32 while the body runs in bf16.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2471, 0.2435, 0.2616)
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel, with mean and std as (non-trained) buffers."""
+
+    def __init__(self, mean=CIFAR_MEAN, std=CIFAR_STD):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+# ---------------------------------------------------------------------------------- WideResNet
+class WideBasic(nn.Module):
+    """Pre-activation basic block of the WRN used by TRADES, MART and LBGAT."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.equal = cin == cout
+        self.shortcut = None if self.equal else nn.Conv2d(cin, cout, 1, stride, 0, bias=False)
+
+    def forward(self, x):
+        o = F.relu(self.bn1(x))
+        y = self.conv1(o)
+        y = self.conv2(F.relu(self.bn2(y)))
+        return y + (x if self.equal else self.shortcut(o))
+
+
+class WideResNet(nn.Module):
+    def __init__(self, depth: int = 34, widen: int = 10, num_classes: int = 10):
+        super().__init__()
+        if (depth - 4) % 6:
+            raise ValueError(f"WideResNet depth must be 6n+4, got {depth}.")
+        n = (depth - 4) // 6
+        widths = [16, 16 * widen, 32 * widen, 64 * widen]
+        self.normalize = Normalize()
+        self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+
+        def stage(cin, cout, stride):
+            return nn.Sequential(*[WideBasic(cin if i == 0 else cout, cout, stride if i == 0 else 1)
+                                   for i in range(n)])
+
+        self.block1 = stage(widths[0], widths[1], 1)
+        self.block2 = stage(widths[1], widths[2], 2)
+        self.block3 = stage(widths[2], widths[3], 2)
+        self.bn = nn.BatchNorm2d(widths[3])
+        self.fc = nn.Linear(widths[3], num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        x = self.conv1(self.normalize(x))
+        x = self.block3(self.block2(self.block1(x)))
+        x = F.relu(self.bn(x))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+# ------------------------------------------------------------------------------------ ResNets
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                          nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class PreActBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.shortcut = None
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(x))
+        skip = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv1(out)
+        return self.conv2(F.relu(self.bn2(out))) + skip
+
+
+class ResNet(nn.Module):
+    """CIFAR ResNet-18 (3x3 stem, no max-pool); ``preact=True`` gives PreActResNet-18."""
+
+    def __init__(self, num_classes: int = 10, preact: bool = False, blocks=(2, 2, 2, 2)):
+        super().__init__()
+        block = PreActBlock if preact else BasicBlock
+        self.normalize = Normalize()
+        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        self.bn1 = None if preact else nn.BatchNorm2d(64)
+        layers, cin = [], 64
+        for i, (width, n) in enumerate(zip((64, 128, 256, 512), blocks)):
+            for j in range(n):
+                layers.append(block(cin, width, 2 if (j == 0 and i > 0) else 1))
+                cin = width
+        self.layers = nn.Sequential(*layers)
+        self.bn_final = nn.BatchNorm2d(512) if preact else None
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        x = self.conv1(self.normalize(x))
+        if self.bn1 is not None:
+            x = F.relu(self.bn1(x))
+        x = self.layers(x)
+        if self.bn_final is not None:
+            x = F.relu(self.bn_final(x))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+# ---------------------------------------------------------------------------------- small CNN
+class SmallCNN(nn.Module):
+    """Five 3x3 conv layers with BatchNorm (~0.33 M parameters): trains in minutes on a CPU."""
+
+    def __init__(self, num_classes: int = 10, widths=(32, 64, 96, 128, 128)):
+        super().__init__()
+        self.normalize = Normalize()
+
+        def conv(cin, cout):
+            return [nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+        a, b, c, d, e = widths
+        self.features = nn.Sequential(
+            *conv(3, a), *conv(a, b), nn.MaxPool2d(2),              # 16x16
+            *conv(b, c), nn.MaxPool2d(2),                           # 8x8
+            *conv(c, d), nn.MaxPool2d(2),                           # 4x4
+            *conv(d, e), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(e, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.features(self.normalize(x)))
+
+
+MODELS = {
+    "wrn-34-10": lambda k: WideResNet(34, 10, k),
+    "wrn-28-10": lambda k: WideResNet(28, 10, k),
+    "resnet18": lambda k: ResNet(k),
+    "preact-resnet18": lambda k: ResNet(k, preact=True),
+    "small-cnn": lambda k: SmallCNN(k),
+}
+
+
+def create(name: str, num_classes: int = 10) -> nn.Module:
+    """A fresh model by name; see ``MODELS`` for the names."""
+    if name not in MODELS:
+        raise ValueError(f"Unknown model {name!r}. Valid: {', '.join(MODELS)}.")
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}.")
+    return MODELS[name](num_classes)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

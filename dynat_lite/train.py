@@ -1,0 +1,343 @@
+"""The training loop: one SGD optimizer over guide and target, checkpoints, resume, history.
+
+    from dynat_lite import train
+    result = train.fit(train.config("smoke", method="dynat"), out="runs/demo")
+    result.history[-1]   # {"epoch": 2, "test_pgd": ..., "label_agreement": ..., ...}
+
+Runs are reproducible: the models start from ``seed``; the batches, their augmentation and the
+attacks' random starts of epoch k depend only on (seed, k). A checkpoint is written atomically
+after every epoch; calling ``fit`` again with the same config and ``out`` resumes from it and
+gives, on the CPU, bit-identical weights to an uninterrupted run.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from . import data as data_lib
+from . import methods, models
+from .attacks import check_budget
+from .evaluate import evaluate
+
+CHECKPOINT = "checkpoint.pt"
+SCHEDULES = ("piecewise", "onecycle")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt, or from a different run."""
+
+
+@dataclass
+class Config:
+    """Everything that defines a run. ``config(profile, **overrides)`` builds one."""
+    method: str = "dynat"
+    dataset: str = "synthetic"
+    model: str = "small-cnn"          # the target network (the one that is evaluated)
+    guide_model: str = "small-cnn"    # the guide, for methods that use one
+    n_train: int | None = 1024
+    n_test: int | None = 256
+    epochs: int = 2
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 2e-4
+    schedule: str = "piecewise"       # "piecewise": lr x0.1 at each milestone; "onecycle"
+    milestones: tuple = (0.75, 0.9)   # fractions of the run: epochs 75 and 90 of 100
+    eps: float = 8 / 255              # training attack
+    step_size: float = 2 / 255
+    steps: int = 10
+    random_start: str | None = "gaussian"
+    method_options: dict = field(default_factory=dict)  # e.g. {"beta": 1.0}
+    augment: bool = True
+    eval_steps: int = 10              # PGD steps for the per-epoch robust accuracy
+    n_eval: int = 256                 # test images evaluated after each epoch
+    seed: int = 0
+    device: str = "auto"              # "auto": CUDA if available, else CPU
+    amp: bool = True                  # bf16 autocast on CUDA (never on the CPU)
+    data_root: str = "data"
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        d = dict(d)
+        d["milestones"] = tuple(d.get("milestones", (0.75, 0.9)))
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"Unknown config fields {sorted(unknown)}.")
+        return cls(**d)
+
+
+PROFILES: dict[str, dict] = {
+    # CI: seconds on a CPU, synthetic data.
+    "smoke": dict(dataset="synthetic", model="small-cnn", guide_model="small-cnn", n_train=1024,
+                  n_test=256, epochs=2, batch_size=128, steps=3, step_size=3 / 255,
+                  schedule="onecycle", n_eval=256, eval_steps=10),
+    # A lab CPU: minutes on 10,000 CIFAR-10 images.
+    "cpu": dict(dataset="cifar10", model="small-cnn", guide_model="small-cnn", n_train=10_000,
+                n_test=1000, epochs=4, batch_size=128, steps=3, step_size=3 / 255,
+                schedule="onecycle", n_eval=1000, eval_steps=10),
+    # A Colab GPU: ResNet-18 target and guide, the whole of CIFAR-10.
+    "gpu": dict(dataset="cifar10", model="resnet18", guide_model="resnet18", n_train=None,
+                n_test=None, epochs=30, batch_size=128, steps=10, step_size=2 / 255,
+                schedule="piecewise", n_eval=1000, eval_steps=10),
+    # The paper's settings (DESIGN.md): WRN-34-10 target, ResNet-18 guide, 100 epochs.
+    "paper": dict(dataset="cifar10", model="wrn-34-10", guide_model="resnet18", n_train=None,
+                  n_test=None, epochs=100, batch_size=128, lr=0.1, momentum=0.9,
+                  weight_decay=2e-4, schedule="piecewise", milestones=(0.75, 0.9), eps=0.031,
+                  step_size=0.007, steps=10, random_start="gaussian", n_eval=1000,
+                  eval_steps=20),
+}
+
+
+def config(profile: str = "smoke", **overrides) -> Config:
+    """The Config of a named profile (smoke, cpu, gpu, paper), with fields overridden."""
+    if profile not in PROFILES:
+        raise ValueError(f"Unknown profile {profile!r}. Valid: {', '.join(PROFILES)}.")
+    cfg = Config(**{**PROFILES[profile], **overrides})
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Raise a ValueError naming the first bad field of ``cfg``."""
+    methods.get(cfg.method)
+    for name in (cfg.model, cfg.guide_model):
+        if name not in models.MODELS:
+            raise ValueError(f"Unknown model {name!r}. Valid: {', '.join(models.MODELS)}.")
+    check_budget(cfg.eps, cfg.step_size, cfg.steps)
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"Unknown schedule {cfg.schedule!r}. Valid: {', '.join(SCHEDULES)}.")
+    for what in ("epochs", "batch_size", "n_eval"):
+        if not isinstance(getattr(cfg, what), int) or getattr(cfg, what) < 1:
+            raise ValueError(f"{what} must be a positive integer, got {getattr(cfg, what)!r}.")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def learning_rate(cfg: Config, progress: float) -> float:
+    """The lr at ``progress`` epochs into the run (a float: 2.5 = half-way through epoch 3).
+
+    "piecewise": cfg.lr, times 0.1 from each milestone epoch on (rounded to whole epochs, so
+    epochs 75 and 90 of 100, as the paper). "onecycle": up linearly to cfg.lr over the first
+    40 % of the run, then down linearly to 0 -- a short run's better friend.
+    """
+    if cfg.schedule == "piecewise":
+        passed = sum(int(progress) >= round(m * cfg.epochs) for m in cfg.milestones)
+        return cfg.lr * 0.1 ** passed
+    t = progress / cfg.epochs
+    return cfg.lr * (t / 0.4 if t < 0.4 else max(0.0, (1 - t) / 0.6))
+
+
+# ------------------------------------------------------------------------------------ models
+@dataclass
+class Nets:
+    target: nn.Module
+    guide: nn.Module | None
+
+    def parameters(self):
+        for net in (self.target, self.guide):
+            if net is not None:
+                yield from net.parameters()
+
+    def train(self):
+        for net in (self.target, self.guide):
+            if net is not None:
+                net.train()
+
+
+def build(cfg: Config, num_classes: int, device: torch.device) -> Nets:
+    """Target (and guide, if the method has one), initialized from cfg.seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        target = models.create(cfg.model, num_classes)
+        guide = (models.create(cfg.guide_model, num_classes)
+                 if methods.get(cfg.method).uses_guide else None)
+    return Nets(target.to(device), guide.to(device) if guide is not None else None)
+
+
+def make_optimizer(cfg: Config, nets: Nets) -> torch.optim.Optimizer:
+    """One SGD optimizer over the parameters of both networks, as the paper."""
+    return torch.optim.SGD(list(nets.parameters()), lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay)
+
+
+# ---------------------------------------------------------------------------------- one epoch
+def train_epoch(cfg: Config, nets: Nets, optimizer: torch.optim.Optimizer,
+                batches: data_lib.Batches, epoch: int, progress: Callable | None = None) -> dict:
+    """Train one epoch; returns the mean losses, label agreement and lr. No host sync per step."""
+    method = methods.get(cfg.method)
+    device = batches.x.device
+    generator = torch.Generator(device=device).manual_seed(cfg.seed * 7919 + epoch)
+    options = dict(cfg.method_options)
+    if method.attack:
+        options.update(eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps,
+                       random_start=cfg.random_start, generator=generator)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
+    nets.train()
+    sums = torch.zeros(4, device=device)  # loss, guide loss, target loss, agreeing labels
+    n_seen, n_batches = 0, len(batches)
+    it = batches.epoch(epoch)
+    if progress is not None:
+        it = progress(it, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+    lr = cfg.lr
+    for i, (x, y) in enumerate(it):
+        lr = learning_rate(cfg, epoch + i / n_batches)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with autocast:
+            loss, out = method(nets.guide, nets.target, x, y, **options)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        zero = torch.zeros((), device=device)
+        sums += torch.stack([loss.detach().float(), out.get("guide_loss", zero).float(),
+                             out.get("target_loss", zero).float(),
+                             (out["labels"] == y).sum().float()])
+        n_seen += len(y)
+    sums = sums.tolist()
+    return {"lr": lr, "loss": sums[0] / n_batches, "guide_loss": sums[1] / n_batches,
+            "target_loss": sums[2] / n_batches, "label_agreement": sums[3] / max(n_seen, 1)}
+
+
+def eval_epoch(cfg: Config, nets: Nets, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """Clean and PGD accuracy of the target (and clean accuracy of the guide) on test images."""
+    pgd_name = {10: "pgd10", 20: "pgd20"}.get(cfg.eval_steps, "pgd10")
+    acc = evaluate(nets.target, x, y, attacks=("clean", pgd_name), eps=8 / 255, seed=cfg.seed)
+    out = {"test_clean": acc["clean"], "test_pgd": acc[pgd_name]}
+    if nets.guide is not None:
+        out["guide_clean"] = evaluate(nets.guide, x, y, attacks=("clean",))["clean"]
+    return out
+
+
+# -------------------------------------------------------------------------------- checkpoints
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """torch.save to a temporary file beside ``path``, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Load a checkpoint written by ``fit`` (``weights_only=True``: no code is unpickled)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.exists():
+        raise CheckpointError(f"No checkpoint at {path}. Train first (dynat_lite.train.fit or "
+                              f"`python -m dynat_lite train --out {path.parent}`).")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"{path} is corrupt or not a dynat-lite checkpoint ({err}). "
+                              f"Delete it to train from scratch.") from err
+    if not isinstance(state, dict) or not {"config", "epoch", "target"} <= set(state):
+        raise CheckpointError(f"{path} is not a dynat-lite checkpoint (missing config, epoch or "
+                              f"target weights). Delete it to train from scratch.")
+    return state
+
+
+def load_model(path: str | Path, which: str = "target", device: str = "cpu") -> nn.Module:
+    """The trained target (or guide) network of a checkpoint, in eval mode."""
+    state = load_checkpoint(path)
+    cfg = Config.from_dict(state["config"])
+    if state.get(which) is None:
+        raise CheckpointError(f"The checkpoint has no {which} network (method {cfg.method}).")
+    num_classes = state[which]["fc.weight"].shape[0]
+    name = cfg.model if which == "target" else cfg.guide_model
+    model = models.create(name, num_classes)
+    model.load_state_dict(state[which])
+    return model.to(device).eval()
+
+
+# ------------------------------------------------------------------------------------- fit
+@dataclass
+class Result:
+    config: Config
+    target: nn.Module
+    guide: nn.Module | None
+    history: list[dict]
+    dataset: data_lib.Dataset
+
+
+def _comparable(d: dict) -> dict:
+    return {k: v for k, v in d.items() if k != "device"}
+
+
+def fit(cfg: Config, *, out: str | Path | None = None, dataset: data_lib.Dataset | None = None,
+        progress: Callable | bool = True, on_epoch: Callable[[dict], None] | None = None) -> Result:
+    """Train ``cfg.method`` for ``cfg.epochs`` epochs; resume from ``out`` if it holds a
+    checkpoint of the same config (only ``device`` may differ).
+
+    ``progress``: True for a tqdm bar, False for none, or a tqdm-like callable (e.g.
+    ``tqdm.auto.tqdm`` in a notebook). ``on_epoch(record)`` is called after every epoch.
+    """
+    validate(cfg)
+    device = resolve_device(cfg.device)
+    if progress is True:
+        from tqdm import tqdm as progress
+    progress = progress or None
+    if dataset is None:
+        dataset = data_lib.load(cfg.dataset, root=cfg.data_root, n_train=cfg.n_train,
+                                n_test=cfg.n_test, seed=cfg.seed)
+    nets = build(cfg, dataset.num_classes, device)
+    optimizer = make_optimizer(cfg, nets)
+    history: list[dict] = []
+    start = 0
+    ckpt = Path(out) / CHECKPOINT if out is not None else None
+    if ckpt is not None and ckpt.exists():
+        state = load_checkpoint(ckpt, map_location=device)
+        if _comparable(state["config"]) != _comparable(cfg.to_dict()):
+            raise CheckpointError(f"{ckpt} was written by a different config; choose another "
+                                  f"output folder or delete it.")
+        nets.target.load_state_dict(state["target"])
+        if nets.guide is not None:
+            nets.guide.load_state_dict(state["guide"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, start = list(state["history"]), int(state["epoch"])
+    batches = data_lib.Batches(dataset.x_train, dataset.y_train, cfg.batch_size, device=device,
+                               augment=cfg.augment, seed=cfg.seed)
+    x_eval, y_eval = dataset.x_test[:cfg.n_eval], dataset.y_test[:cfg.n_eval]
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        record = {"epoch": epoch + 1,
+                  **train_epoch(cfg, nets, optimizer, batches, epoch, progress)}
+        record["train_seconds"] = time.perf_counter() - t0
+        record.update(eval_epoch(cfg, nets, x_eval, y_eval))
+        history.append(record)
+        if ckpt is not None:
+            save_checkpoint(ckpt, {
+                "format": 1, "config": cfg.to_dict(), "epoch": epoch + 1,
+                "target": nets.target.state_dict(),
+                "guide": nets.guide.state_dict() if nets.guide is not None else None,
+                "optimizer": optimizer.state_dict(), "history": history})
+        if on_epoch is not None:
+            on_epoch(record)
+    nets.target.eval()
+    if nets.guide is not None:
+        nets.guide.eval()
+    return Result(cfg, nets.target, nets.guide, history, dataset)
