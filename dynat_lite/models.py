@@ -1,8 +1,10 @@
 """Networks for 32x32 images. Every model takes images in [0, 1] and normalizes inside itself.
 
 Each model is ``Normalize -> features -> head``: ``model.normalize`` (per-channel mean/std),
-a body, and a final ``nn.Linear`` named ``model.fc``. Keeping those two ends named lets the fast
-training path run them in float32 while the body runs in bf16.
+a body, and a final ``nn.Linear`` named ``model.fc``. Under bf16 autocast (the fast training
+path on CUDA) the two ends run in float32 -- the normalization with the first convolution, and
+the last linear layer -- while the body runs in bf16: see :func:`float32`. Without autocast
+(the CPU, evaluation) :func:`float32` is a plain call and changes nothing.
 """
 from __future__ import annotations
 
@@ -12,6 +14,33 @@ import torch.nn.functional as F
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2471, 0.2435, 0.2616)
+
+
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast casts to on ``device_type`` right now, or None when it is off."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no argument and answers for CUDA only
+        return torch.get_autocast_gpu_dtype() if (device_type == "cuda" and
+                                                  torch.is_autocast_enabled()) else None
+    return torch.get_autocast_dtype(device_type) if enabled else None
+
+
+def float32(fn, x: torch.Tensor, *, keep_float32: bool = False) -> torch.Tensor:
+    """``fn(x)`` computed in float32 even inside a bf16 autocast region (a "float32 island").
+
+    Why: bf16 keeps 8 significant bits, so an image value near 1 is rounded to a multiple of
+    1/256 -- about the size of a PGD step (2/255). Rounding x + delta before the first
+    convolution would erase small attack steps, and bf16 logits would blur the loss the attack
+    climbs. The island's output is cast back to the autocast dtype (as autocast's own first
+    convolution would give) unless ``keep_float32`` (the logits). Outside autocast: ``fn(x)``.
+    """
+    dtype = _autocast_dtype(x.device.type)
+    if dtype is None:
+        return fn(x)
+    with torch.autocast(x.device.type, enabled=False):
+        out = fn(x.float())
+    return out if keep_float32 else out.to(dtype)
 
 
 class Normalize(nn.Module):
@@ -71,11 +100,14 @@ class WideResNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
+    def stem(self, x):
+        return self.conv1(self.normalize(x))
+
     def forward(self, x):
-        x = self.conv1(self.normalize(x))
+        x = float32(self.stem, x)
         x = self.block3(self.block2(self.block1(x)))
         x = F.relu(self.bn(x))
-        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+        return float32(self.fc, F.adaptive_avg_pool2d(x, 1).flatten(1), keep_float32=True)
 
 
 # ------------------------------------------------------------------------------------ ResNets
@@ -132,14 +164,17 @@ class ResNet(nn.Module):
         self.bn_final = nn.BatchNorm2d(512) if preact else None
         self.fc = nn.Linear(512, num_classes)
 
+    def stem(self, x):
+        return self.conv1(self.normalize(x))
+
     def forward(self, x):
-        x = self.conv1(self.normalize(x))
+        x = float32(self.stem, x)
         if self.bn1 is not None:
             x = F.relu(self.bn1(x))
         x = self.layers(x)
         if self.bn_final is not None:
             x = F.relu(self.bn_final(x))
-        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+        return float32(self.fc, F.adaptive_avg_pool2d(x, 1).flatten(1), keep_float32=True)
 
 
 # ---------------------------------------------------------------------------------- small CNN
@@ -161,8 +196,14 @@ class SmallCNN(nn.Module):
             *conv(d, e), nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.fc = nn.Linear(e, num_classes)
 
+    def stem(self, x):
+        return self.features[0](self.normalize(x))
+
     def forward(self, x):
-        return self.fc(self.features(self.normalize(x)))
+        x = float32(self.stem, x)
+        for layer in list(self.features)[1:]:
+            x = layer(x)
+        return float32(self.fc, x, keep_float32=True)
 
 
 MODELS = {
