@@ -24,7 +24,7 @@ def check_images(x: torch.Tensor) -> None:
         shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
         raise ValueError(f"Expected float images of shape (N, C, H, W), got {shape}. "
                          f"Use dynat_lite.data to load images as float tensors in [0, 1].")
-    lo, hi = float(x.min()), float(x.max())
+    lo, hi = float(x.detach().min()), float(x.detach().max())
     if lo < 0 or hi > 1:
         raise ValueError(f"Images must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]. "
                          f"Divide uint8 images by 255; do not normalize outside the model "
@@ -182,3 +182,129 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
          eps: float = 8 / 255) -> torch.Tensor:
     """Fast Gradient Sign Method: one step of size eps from x along the sign of the CE gradient."""
     return pgd(model, x, y, eps=eps, step_size=eps, steps=1, loss="ce", random_start=None)
+
+
+def pgd_with_kappa(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                   eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10,
+                   random_start: str | None = "uniform",
+                   generator: torch.Generator | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """PGD-CE that also returns GAIRAT's geometry value kappa: ``(x_adv, kappa)``.
+
+    kappa[i] counts the PGD iterates (the start point and the next ``steps - 1`` points, each
+    looked at before its step) at which the model still predicts ``y[i]``, as ``GA_PGD`` in the
+    GAIRAT code (Zhang et al., ICLR 2021). A point far from the decision boundary survives all
+    ``steps`` iterates (kappa = steps); one already misclassified has kappa = 0. The attack
+    does not stop early, so ``x_adv`` is what ``pgd`` with the same arguments returns. kappa is
+    a float tensor on x's device (no host synchronization).
+    """
+    _validate(x, y, eps, step_size, steps, "ce")
+    x = x.detach()
+    kappa = torch.zeros(len(x), device=x.device)
+    with eval_mode(model):
+        x_adv = project(random_start_point(x, eps, random_start, generator), x, eps)
+        for _ in range(steps):
+            x_adv = x_adv.detach().requires_grad_(True)
+            with torch.enable_grad():
+                logits = model(x_adv)
+                grad, = torch.autograd.grad(attack_loss(logits, y, "ce").sum(), x_adv)
+            kappa += (logits.detach().argmax(1) == y).float()
+            x_adv = project(x_adv.detach() + step_size * grad.sign(), x, eps)
+    return x_adv.detach(), kappa
+
+
+def cw_inf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255,
+           step_size: float = 0.003, steps: int = 30, random_start: str | None = "uniform",
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """C&W-inf as robustness papers report it (TRADES, MART, LBGAT, DYNAT): L-inf PGD on the
+    C&W margin loss max_{j != y} z_j - z_y, 30 steps of 0.003 from a uniform random start.
+
+    The margin loss attacks logits directly, so it is not fooled by a saturated softmax the way
+    cross-entropy can be; a model much more robust to PGD-CE than to C&W-inf is suspect.
+    """
+    return pgd(model, x, y, eps=eps, step_size=step_size, steps=steps, loss="cw",
+               random_start=random_start, generator=generator)
+
+
+# ------------------------------------------------------------------------------- AutoAttack
+AUTOATTACK_VERSIONS = ("standard", "fast")
+
+
+def _autoattack_class():
+    """AutoAttack's class from ``pyautoattack`` (pip) or upstream ``autoattack`` (git)."""
+    try:
+        from pyautoattack import AutoAttack
+        return AutoAttack, "pyautoattack"
+    except ImportError:
+        pass
+    try:
+        from autoattack import AutoAttack
+        return AutoAttack, "autoattack"
+    except ImportError:
+        raise ImportError("AutoAttack is not installed. Install it with "
+                          "`pip install pyautoattack` (or upstream: pip install "
+                          "git+https://github.com/fra31/auto-attack).") from None
+
+
+def _build_autoattack(model: nn.Module, eps: float, version: str, seed: int, device,
+                      n_target_classes: int):
+    AutoAttack, package = _autoattack_class()
+    fast = version == "fast"
+    if package == "pyautoattack":
+        if fast:
+            adversary = AutoAttack(model, norm="Linf", eps=eps, version="custom", seed=seed,
+                                   attacks=["apgd-ce", "apgd-t"], device=device)
+        else:
+            adversary = AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=seed,
+                                   device=device)
+    else:
+        if fast:
+            adversary = AutoAttack(model, norm="Linf", eps=eps, version="custom", seed=seed,
+                                   attacks_to_run=["apgd-ce", "apgd-t"], device=device,
+                                   verbose=False)
+        else:
+            adversary = AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=seed,
+                                   device=device, verbose=False)
+    adversary.verbose = False
+    if fast:
+        adversary.apgd.n_restarts = 1
+        adversary.apgd_targeted.n_restarts = 1
+        adversary.apgd_targeted.n_target_classes = n_target_classes
+    return adversary, package
+
+
+def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255,
+               version: str = "fast", batch_size: int = 500, seed: int = 0,
+               n_target_classes: int = 3) -> torch.Tensor:
+    """AutoAttack (Croce & Hein, ICML 2020) in L-inf; returns the adversarial images.
+
+    ``version="standard"``: APGD-CE, APGD-T (9 target classes), FAB-T and Square (5000
+    queries) -- the benchmark everyone reports, and slow on a CPU. ``version="fast"``: APGD-CE
+    (100 iterations, 1 restart) and APGD-T (100 iterations against the ``n_target_classes``
+    most likely wrong classes), the two attacks that do almost all the work against models
+    without gradient masking; a CPU can afford it. Each attack runs only on the points the
+    previous ones did not break. Runs in float32 (autocast off) with the model in eval mode.
+    Uses ``pyautoattack`` if it is installed, upstream ``autoattack`` otherwise.
+    """
+    if version not in AUTOATTACK_VERSIONS:
+        raise ValueError(f"Unknown AutoAttack version {version!r}. "
+                         f"Valid: {', '.join(AUTOATTACK_VERSIONS)}.")
+    check_images(x)
+    check_budget(eps, 0, 0)
+    _check_labels(x, y)
+    device = next(model.parameters()).device
+    x, y = x.detach().float().to(device), y.to(device)
+    with eval_mode(model), torch.autocast(device.type, enabled=False):
+        adversary, package = _build_autoattack(model, eps, version, seed, device,
+                                               n_target_classes)
+        logger = __import__("logging").getLogger("auto-attack")
+        old_level = logger.level
+        logger.setLevel("ERROR")  # AutoAttack logs every batch at DEBUG/INFO
+        try:
+            if package == "pyautoattack":
+                x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
+            else:
+                x_adv = adversary.run_standard_evaluation(x, y, bs=batch_size)
+        finally:
+            logger.setLevel(old_level)
+    return project(x_adv.detach().float(), x, eps)

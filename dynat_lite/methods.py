@@ -2,11 +2,21 @@
 
 Every loss takes a batch of clean images ``x`` in [0, 1] with ground truth ``y`` and returns
 ``(loss, out)``: the scalar to minimize and a dict of what was computed on the way (at least
-``x_adv``; ``labels``, the labels the target was trained on; and the detached loss terms).
-Methods with a guide network take ``(guide, target, x, y)``, the others ``(target, x, y)``.
+``x_adv``; ``labels``, the hard labels the target was trained on; and the detached loss terms
+``guide_loss`` / ``target_loss`` that the training loop averages). Methods with a guide network
+take ``(guide, target, x, y)``, the others ``(target, x, y)``. No loss synchronizes with the
+host (no ``.item()``), so a training step stays asynchronous on a GPU.
+
+Methods with a burn-in (GAIRAT, MAIL, DYNAT + GAIRAT) also take ``run_fraction``: the fraction
+of the run completed when the current epoch started (epoch / epochs), which the training loop
+passes to every method registered with ``scheduled=True``.
+
+Every published method's defaults follow its paper's official code; the attack budget (eps,
+step size, steps) is set by the training config, the same for all methods.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -14,11 +24,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attacks import pgd
+from .attacks import pgd, pgd_with_kappa
 from .labels import dynamic_labels
 
-LABEL_SOURCES = ("dynamic", "static")
+LABEL_SOURCES = ("dynamic", "static", "soft")
 TARGET_LOSSES = ("ce", "kl", "mse")
+INNER_OBJECTIVES = ("label", "dynamic", "y", "kl")
+GAIR_FUNCTIONS = ("tanh", "sigmoid", "discrete")
 
 
 def _check_choice(what: str, value, valid) -> None:
@@ -26,53 +38,168 @@ def _check_choice(what: str, value, valid) -> None:
         raise ValueError(f"Unknown {what} {value!r}. Valid: {', '.join(map(str, valid))}.")
 
 
+def _kl(adv_logits: torch.Tensor, probs: torch.Tensor, reduction: str = "batchmean"):
+    """KL(probs || softmax(adv_logits)), summed over classes."""
+    kl = F.kl_div(F.log_softmax(adv_logits, 1), probs, reduction="none").sum(1)
+    return kl.mean() if reduction == "batchmean" else kl
+
+
+# ----------------------------------------------------------------------- per-example weights
+def gair_weights(kappa: torch.Tensor, steps: int, *, lam: float = -1.0,
+                 func: str = "tanh") -> torch.Tensor:
+    """GAIRAT's per-example weights from the geometry value kappa, normalized to mean 1.
+
+    kappa[i] is how many PGD iterates point i survived (see ``attacks.pgd_with_kappa``): a
+    small kappa means a point close to the decision boundary, which gets a large weight.
+    "tanh" (the paper's default): w = (1 + tanh(lam + 5 (1 - kappa / (K/2)))) / 2, with
+    K/2 = int(steps / 2) as in ``GAIR.py``; "sigmoid" and "discrete" are the code's other
+    choices. Zhang et al., "Geometry-aware Instance-reweighted Adversarial Training", ICLR 2021.
+    """
+    _check_choice("GAIR weight function", func, GAIR_FUNCTIONS)
+    half = max(int(steps / 2), 1)
+    if func == "tanh":
+        w = ((lam + (half - kappa) * 5 / half).tanh() + 1) / 2
+    elif func == "sigmoid":
+        w = (lam + (half - kappa) * 5 / half).sigmoid()
+    else:
+        w = ((steps + 1) - kappa) / (steps + 1)
+    return w * len(w) / w.sum()
+
+
+def probabilistic_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """MAIL's probabilistic margin: max_{j != y} p_j - p_y (positive: misclassified)."""
+    probs = logits.detach().float().softmax(1)
+    true = probs.gather(1, y[:, None]).squeeze(1)
+    others = probs.masked_fill(F.one_hot(y, probs.shape[1]).bool(), -1.0)
+    return others.max(1).values - true
+
+
+def mail_weights(logits: torch.Tensor, y: torch.Tensor, *, bias: float = -1.5,
+                 slope: float = 1.0) -> torch.Tensor:
+    """MAIL's per-example weights 3 * sigmoid(slope * (margin + bias)), no gradient.
+
+    Points with a larger probabilistic margin (closer to, or across, the boundary) weigh more.
+    Wang et al., "Probabilistic Margins for Instance Reweighting in Adversarial Training",
+    NeurIPS 2021 (``weight_assign`` in the official code: the factor 3, bias -1.5, slope 1).
+    """
+    return 3 * ((probabilistic_margin(logits, y) + bias) * slope).sigmoid()
+
+
+def _after_burn_in(run_fraction: float | None, burn_in: float) -> bool:
+    """True once ``burn_in`` of the run is over; ``run_fraction=None`` (called outside the
+    training loop) counts as after it."""
+    return run_fraction is None or run_fraction >= burn_in
+
+
+# ------------------------------------------------------------------------------------ DYNAT
 def target_term(target_logits: torch.Tensor, labels: torch.Tensor, guide_logits: torch.Tensor,
-                kind: str = "ce") -> torch.Tensor:
+                kind: str = "ce", weights: torch.Tensor | None = None) -> torch.Tensor:
     """The target's loss on adversarial examples, for the ablation of DESIGN.md.
 
-    "ce": CE(f_t(x'), labels), DYNAT's choice. "kl": KL(softmax f_g(x) || softmax f_t(x')), the
-    guide's whole distribution instead of its argmax. "mse": mean squared error between the
-    logits f_t(x') and f_g(x) (as LBGAT). The guide's logits are detached in all three, so the
-    target term never trains the guide.
+    "ce": CE(f_t(x'), labels), DYNAT's choice (``labels`` may be hard class indices or soft
+    probabilities). "kl": KL(softmax f_g(x) || softmax f_t(x')), the guide's whole distribution
+    instead of its argmax. "mse": mean squared error between the logits f_t(x') and f_g(x) (as
+    LBGAT). The guide's logits are detached in all three, so the target term never trains the
+    guide. ``weights`` (per example, mean 1, e.g. GAIRAT's) weigh each example's term.
     """
     _check_choice("target loss", kind, TARGET_LOSSES)
-    if kind == "ce":
-        return F.cross_entropy(target_logits, labels)
     guide_logits = guide_logits.detach()
-    if kind == "kl":
-        return F.kl_div(F.log_softmax(target_logits, 1), F.softmax(guide_logits, 1),
-                        reduction="batchmean")
-    return F.mse_loss(target_logits, guide_logits)
+    if kind == "ce":
+        per_example = F.cross_entropy(target_logits, labels, reduction="none")
+    elif kind == "kl":
+        per_example = _kl(target_logits, F.softmax(guide_logits, 1), reduction="none")
+    else:
+        per_example = F.mse_loss(target_logits, guide_logits, reduction="none").mean(1)
+    if weights is not None:
+        per_example = per_example * weights
+    return per_example.mean()
+
+
+def _inner_attack(target, x, hard_labels, y, inner, *, eps, step_size, steps, random_start,
+                  generator, with_kappa=False):
+    """x' for DYNAT's inner maximization (and kappa, counted against the hard labels)."""
+    attack_labels = {"label": hard_labels, "dynamic": hard_labels, "y": y}.get(inner)
+    budget = dict(eps=eps, step_size=step_size, steps=steps, random_start=random_start,
+                  generator=generator)
+    if with_kappa:
+        if inner == "kl":
+            raise ValueError("GAIRAT's kappa needs a CE inner attack; use inner='label', "
+                             "'dynamic' or 'y' with reweighting.")
+        return pgd_with_kappa(target, x, attack_labels, **budget)
+    if inner == "kl":
+        return pgd(target, x, None, loss="kl", **budget), None
+    return pgd(target, x, attack_labels, loss="ce", **budget), None
 
 
 def dynat_loss(guide: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10,
                beta: float = 1.0, random_start: str | None = "gaussian",
                generator: torch.Generator | None = None, label_source: str = "dynamic",
-               target_loss: str = "ce"):
-    """Dynamic Label Adversarial Training, one batch.
+               target_loss: str = "ce", inner: str = "label", reweight: str | None = None,
+               run_fraction: float | None = None, burn_in: float = 0.5, gair_lambda: float = -1.0,
+               gair_func: str = "tanh"):
+    """Dynamic Label Adversarial Training, one batch (the DYNAT paper; DESIGN.md).
 
     1. The guide sees the clean batch: guide_logits = f_g(x), trained with CE(guide_logits, y).
-    2. Dynamic labels l = argmax guide_logits, without gradient (``label_source="static"``
-       uses y instead: the ablation of ground-truth labels).
+    2. Dynamic labels l = argmax guide_logits, without gradient.
     3. Inner maximization: x' = PGD on the target (in eval mode) maximizing CE(f_t(x'), l).
     4. Outer loss: CE(f_g(x), y) + beta * CE(f_t(x'), l), the target back in train mode.
+
+    Ablations (each argument's first value is DYNAT):
+
+    - ``label_source``: "dynamic" (l = argmax f_g(x)), "static" (l = y: plain PGD-AT on the
+      target, with a guide trained beside it), "soft" (the guide's probabilities softmax f_g(x)
+      as a soft label; the inner attack uses their argmax).
+    - ``target_loss``: "ce", "kl" or "mse" (see ``target_term``).
+    - ``inner``: the inner objective: "label" (CE to the label the target is trained on),
+      "dynamic" (CE to argmax f_g(x) whatever the label source), "y" (CE to the ground
+      truth), "kl" (TRADES' KL from the target's clean prediction).
+    - ``reweight="gairat"``: DYNAT + GAIRAT, GAIRAT's per-example weights (``gair_weights``,
+      kappa counted against the dynamic labels) on the target term once ``burn_in`` of the run
+      is over (``run_fraction``, passed by the training loop).
+
+    ``out["labels"]`` holds the hard labels (for "soft", their argmax).
     """
     _check_choice("label source", label_source, LABEL_SOURCES)
     _check_choice("target loss", target_loss, TARGET_LOSSES)
+    _check_choice("inner objective", inner, INNER_OBJECTIVES)
+    _check_choice("reweighting", reweight, (None, "gairat"))
     guide_logits = guide(x)
-    labels = dynamic_labels(guide_logits) if label_source == "dynamic" else y
-    x_adv = pgd(target, x, labels, eps=eps, step_size=step_size, steps=steps, loss="ce",
-                random_start=random_start, generator=generator)
+    hard = dynamic_labels(guide_logits) if label_source != "static" else y
+    if inner == "dynamic":
+        hard_for_attack = dynamic_labels(guide_logits)
+    else:
+        hard_for_attack = hard
+    x_adv, kappa = _inner_attack(target, x, hard_for_attack, y, inner, eps=eps,
+                                 step_size=step_size, steps=steps, random_start=random_start,
+                                 generator=generator, with_kappa=reweight == "gairat")
+    weights = None
+    if kappa is not None and _after_burn_in(run_fraction, burn_in):
+        weights = gair_weights(kappa, steps, lam=gair_lambda, func=gair_func)
+    soft = F.softmax(guide_logits.detach().float(), 1) if label_source == "soft" else None
     target_logits = target(x_adv)
     guide_loss = F.cross_entropy(guide_logits, y)
-    adv_loss = target_term(target_logits, labels, guide_logits, target_loss)
+    adv_loss = target_term(target_logits, soft if soft is not None else hard, guide_logits,
+                           target_loss, weights)
     loss = guide_loss + beta * adv_loss
-    return loss, {"x_adv": x_adv, "labels": labels, "guide_logits": guide_logits.detach(),
-                  "target_logits": target_logits.detach(), "guide_loss": guide_loss.detach(),
-                  "target_loss": adv_loss.detach()}
+    out = {"x_adv": x_adv, "labels": hard, "guide_logits": guide_logits.detach(),
+           "target_logits": target_logits.detach(), "guide_loss": guide_loss.detach(),
+           "target_loss": adv_loss.detach()}
+    if weights is not None:
+        out["weights"] = weights.detach()
+    return loss, out
 
 
+def dynat_gairat_loss(guide: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                      **options):
+    """DYNAT + GAIRAT: DYNAT whose target term is weighted per example by GAIRAT's geometry
+    weights (kappa counted against the dynamic labels), after GAIRAT's burn-in of half the run.
+    ``dynat_loss`` with ``reweight="gairat"``; see it and ``gair_weights`` (Zhang et al., ICLR
+    2021) for the options."""
+    return dynat_loss(guide, target, x, y, **{"reweight": "gairat", **options})
+
+
+# -------------------------------------------------------------------------- single-network
 def standard_loss(target: nn.Module, x: torch.Tensor, y: torch.Tensor):
     """Plain training on clean images: CE(f(x), y). No attack."""
     logits = target(x)
@@ -85,7 +212,8 @@ def pgd_at_loss(target: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: flo
                 step_size: float = 2 / 255, steps: int = 10,
                 random_start: str | None = "uniform",
                 generator: torch.Generator | None = None):
-    """PGD adversarial training (Madry et al., ICLR 2018): CE(f(x'), y), x' = PGD-CE to y."""
+    """PGD adversarial training (Madry et al., "Towards Deep Learning Models Resistant to
+    Adversarial Attacks", ICLR 2018): CE(f(x'), y), x' = PGD-CE to y from a uniform start."""
     x_adv = pgd(target, x, y, eps=eps, step_size=step_size, steps=steps, loss="ce",
                 random_start=random_start, generator=generator)
     logits = target(x_adv)
@@ -98,26 +226,112 @@ def trades_loss(target: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: flo
                 step_size: float = 2 / 255, steps: int = 10, beta: float = 6.0,
                 random_start: str | None = "gaussian",
                 generator: torch.Generator | None = None):
-    """TRADES (Zhang et al., ICML 2019): CE(f(x), y) + beta * KL(f(x) || f(x')), with x' the
-    PGD maximizer of that KL started at x + 0.001 N(0, I), as the official code."""
+    """TRADES (Zhang et al., "Theoretically Principled Trade-off between Robustness and
+    Accuracy", ICML 2019): CE(f(x), y) + beta * KL(f(x) || f(x')), with x' the PGD maximizer
+    of that KL started at x + 0.001 N(0, I), beta = 6, as the official code."""
     x_adv = pgd(target, x, None, eps=eps, step_size=step_size, steps=steps, loss="kl",
                 random_start=random_start, generator=generator)
     logits = target(x)
     adv_logits = target(x_adv)
     natural = F.cross_entropy(logits, y)
-    robust = F.kl_div(F.log_softmax(adv_logits, 1), F.softmax(logits, 1), reduction="batchmean")
+    robust = _kl(adv_logits, F.softmax(logits, 1))
     loss = natural + beta * robust
     return loss, {"x_adv": x_adv, "labels": y, "target_logits": adv_logits.detach(),
                   "natural_loss": natural.detach(), "target_loss": robust.detach()}
 
 
+def mart_loss(target: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255,
+              step_size: float = 2 / 255, steps: int = 10, beta: float = 6.0,
+              random_start: str | None = "gaussian",
+              generator: torch.Generator | None = None):
+    """MART (Wang et al., "Improving Adversarial Robustness Requires Revisiting Misclassified
+    Examples", ICLR 2020), as the official ``mart_loss``:
+
+        BCE(f(x'), y) + beta * mean( KL(p(x) || p(x')) * (1 - p_y(x)) )
+
+    with BCE = CE(f(x'), y) - log(1 - max_{j != y} p_j(x')) (the boosted CE), x' = PGD-CE to y
+    from x + 0.001 N(0, I), beta = 6. The KL term weighs misclassified (low p_y) points more.
+    """
+    x_adv = pgd(target, x, y, eps=eps, step_size=step_size, steps=steps, loss="ce",
+                random_start=random_start, generator=generator)
+    logits = target(x)
+    adv_logits = target(x_adv)
+    adv_probs = F.softmax(adv_logits, 1)
+    top2 = adv_probs.argsort(1)[:, -2:]
+    runner_up = torch.where(top2[:, -1] == y, top2[:, -2], top2[:, -1])
+    boosted_ce = (F.cross_entropy(adv_logits, y)
+                  + F.nll_loss(torch.log(1.0001 - adv_probs + 1e-12), runner_up))
+    nat_probs = F.softmax(logits, 1)
+    true_probs = nat_probs.gather(1, y[:, None]).squeeze(1)
+    kl = F.kl_div(torch.log(adv_probs + 1e-12), nat_probs, reduction="none").sum(1)
+    robust = (kl * (1.0000001 - true_probs)).mean()
+    loss = boosted_ce + beta * robust
+    return loss, {"x_adv": x_adv, "labels": y, "target_logits": adv_logits.detach(),
+                  "natural_loss": boosted_ce.detach(), "target_loss": robust.detach()}
+
+
+def gairat_loss(target: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255,
+                step_size: float = 2 / 255, steps: int = 10,
+                random_start: str | None = "uniform",
+                generator: torch.Generator | None = None, run_fraction: float | None = None,
+                burn_in: float = 0.5, lam: float = -1.0, func: str = "tanh"):
+    """GAIRAT (Zhang et al., "Geometry-aware Instance-reweighted Adversarial Training", ICLR
+    2021): PGD-AT whose per-example CE is weighted by ``gair_weights(kappa)``, kappa being the
+    number of PGD iterates a point survives (``attacks.pgd_with_kappa``, uniform start).
+
+    As the official ``GAIRAT.py``: plain PGD-AT during the burn-in (``begin_epoch`` 60 of 120
+    epochs: ``burn_in=0.5`` of the run), then Lambda = -1 ("fixed" schedule), Tanh weights.
+    """
+    x_adv, kappa = pgd_with_kappa(target, x, y, eps=eps, step_size=step_size, steps=steps,
+                                  random_start=random_start, generator=generator)
+    logits = target(x_adv)
+    per_example = F.cross_entropy(logits, y, reduction="none")
+    out = {"x_adv": x_adv, "labels": y, "target_logits": logits.detach()}
+    if _after_burn_in(run_fraction, burn_in):
+        weights = gair_weights(kappa, steps, lam=lam, func=func)
+        per_example = per_example * weights
+        out["weights"] = weights.detach()
+    loss = per_example.mean()
+    out["target_loss"] = loss.detach()
+    return loss, out
+
+
+def mail_loss(target: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255,
+              step_size: float = 2 / 255, steps: int = 10,
+              random_start: str | None = "gaussian",
+              generator: torch.Generator | None = None, run_fraction: float | None = None,
+              burn_in: float = 0.625, bias: float = -1.5, slope: float = 1.0):
+    """MAIL-AT (Wang et al., "Probabilistic Margins for Instance Reweighting in Adversarial
+    Training", NeurIPS 2021): PGD-AT whose per-example CE on x' is weighted by
+    ``mail_weights`` (3 sigmoid(margin - 1.5)), computed on the adversarial logits.
+
+    As the official code: x' = PGD-CE from x + 0.001 N(0, I); MAIL starts from a PGD-AT model
+    at epoch 75 of 120, i.e. plain PGD-AT for ``burn_in=0.625`` of the run, then reweighting.
+    """
+    x_adv = pgd(target, x, y, eps=eps, step_size=step_size, steps=steps, loss="ce",
+                random_start=random_start, generator=generator)
+    logits = target(x_adv)
+    per_example = F.cross_entropy(logits, y, reduction="none")
+    out = {"x_adv": x_adv, "labels": y, "target_logits": logits.detach()}
+    if _after_burn_in(run_fraction, burn_in):
+        weights = mail_weights(logits, y, bias=bias, slope=slope)
+        per_example = per_example * weights
+        out["weights"] = weights.detach()
+    loss = per_example.mean()
+    out["target_loss"] = loss.detach()
+    return loss, out
+
+
+# --------------------------------------------------------------------------------- LBGAT
 def lbgat_loss(guide: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10,
                beta: float = 0.0, random_start: str | None = "gaussian",
                generator: torch.Generator | None = None):
-    """LBGAT (Cui et al., ICCV 2021): MSE(f_t(x'), f_g(x)) + CE(f_g(x), y) [+ beta * TRADES-KL
-    of the target], with x' from the TRADES KL inner step on the target. Unlike DYNAT, the MSE
-    term sends gradient into the guide: the guide is pulled towards the target's logits."""
+    """LBGAT (Cui et al., "Learnable Boundary Guided Adversarial Training", ICCV 2021):
+    MSE(f_t(x'), f_g(x)) + CE(f_g(x), y) [+ beta * TRADES-KL of the target], with x' from the
+    TRADES KL inner step on the target. beta = 0 (LBGAT) and beta = 6 (LBGAT + TRADES) are the
+    paper's two variants. Unlike DYNAT, the MSE term sends gradient into the guide: the guide
+    is pulled towards the target's logits."""
     x_adv = pgd(target, x, None, eps=eps, step_size=step_size, steps=steps, loss="kl",
                 random_start=random_start, generator=generator)
     guide_logits = guide(x)
@@ -127,27 +341,44 @@ def lbgat_loss(guide: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Te
     loss = mse + guide_loss
     if beta:
         clean_logits = target(x)
-        loss = loss + beta * F.kl_div(F.log_softmax(adv_logits, 1), F.softmax(clean_logits, 1),
-                                      reduction="batchmean")
+        loss = loss + beta * _kl(adv_logits, F.softmax(clean_logits, 1))
     return loss, {"x_adv": x_adv, "labels": dynamic_labels(guide_logits),
                   "guide_logits": guide_logits.detach(), "target_logits": adv_logits.detach(),
                   "guide_loss": guide_loss.detach(), "target_loss": mse.detach()}
 
 
+# ------------------------------------------------------------------------------ the registry
 @dataclass(frozen=True)
 class Method:
-    """A registered training method: its loss, whether it trains a guide, its default options."""
+    """A registered training method: its loss, whether it trains a guide, its default options.
+
+    ``scheduled``: the loss takes ``run_fraction`` (epoch / epochs), for a burn-in; the
+    training loop passes it. ``description``: one line for tables and the command line.
+    """
     name: str
     loss: Callable
     uses_guide: bool
     defaults: dict = field(default_factory=dict)
     attack: bool = True  # False: no inner maximization (standard training)
+    scheduled: bool = False
+    description: str = ""
 
     def __call__(self, guide, target, x, y, **options):
         kwargs = {**self.defaults, **options}
         if self.uses_guide:
             return self.loss(guide, target, x, y, **kwargs)
         return self.loss(target, x, y, **kwargs)
+
+    def option_default(self, name: str, fallback=None):
+        """The value option ``name`` takes unless the caller sets it: the registered default,
+        else the loss function's keyword default, else ``fallback``."""
+        if name in self.defaults:
+            return self.defaults[name]
+        fn = dynat_loss if self.loss is dynat_gairat_loss else self.loss
+        param = inspect.signature(fn).parameters.get(name)
+        if param is None or param.default is inspect.Parameter.empty:
+            return fallback
+        return param.default
 
 
 METHODS: dict[str, Method] = {}
@@ -158,12 +389,34 @@ def register(method: Method) -> Method:
     return method
 
 
-register(Method("standard", standard_loss, uses_guide=False, attack=False))
-register(Method("pgd_at", pgd_at_loss, uses_guide=False))
-register(Method("trades", trades_loss, uses_guide=False))
-register(Method("dynat", dynat_loss, uses_guide=True))
-register(Method("dynat_static", dynat_loss, uses_guide=True, defaults={"label_source": "static"}))
-register(Method("lbgat", lbgat_loss, uses_guide=True))
+register(Method("standard", standard_loss, uses_guide=False, attack=False,
+                description="clean training, no attack"))
+register(Method("pgd_at", pgd_at_loss, uses_guide=False, description="PGD-AT (Madry et al.)"))
+register(Method("trades", trades_loss, uses_guide=False, description="TRADES, beta = 6"))
+register(Method("mart", mart_loss, uses_guide=False, description="MART, beta = 6"))
+register(Method("gairat", gairat_loss, uses_guide=False, scheduled=True,
+                description="GAIRAT (PGD-AT + geometry weights after half the run)"))
+register(Method("mail", mail_loss, uses_guide=False, scheduled=True,
+                description="MAIL-AT (PGD-AT + margin weights)"))
+register(Method("lbgat", lbgat_loss, uses_guide=True, description="LBGAT, beta = 0"))
+register(Method("lbgat_trades", lbgat_loss, uses_guide=True, defaults={"beta": 6.0},
+                description="LBGAT + TRADES-KL, beta = 6"))
+register(Method("dynat", dynat_loss, uses_guide=True, description="DYNAT"))
+register(Method("dynat_gairat", dynat_gairat_loss, uses_guide=True, scheduled=True,
+                description="DYNAT + GAIRAT weights on the target term"))
+# DYNAT ablations: one argument changed each.
+register(Method("dynat_static", dynat_loss, uses_guide=True, defaults={"label_source": "static"},
+                description="DYNAT, static labels (ground truth)"))
+register(Method("dynat_soft", dynat_loss, uses_guide=True, defaults={"label_source": "soft"},
+                description="DYNAT, soft labels (guide probabilities)"))
+register(Method("dynat_kl", dynat_loss, uses_guide=True, defaults={"target_loss": "kl"},
+                description="DYNAT, KL target loss"))
+register(Method("dynat_mse", dynat_loss, uses_guide=True, defaults={"target_loss": "mse"},
+                description="DYNAT, MSE target loss"))
+register(Method("dynat_inner_y", dynat_loss, uses_guide=True, defaults={"inner": "y"},
+                description="DYNAT, inner CE to y"))
+register(Method("dynat_inner_kl", dynat_loss, uses_guide=True, defaults={"inner": "kl"},
+                description="DYNAT, inner KL (TRADES)"))
 
 
 def get(name: str) -> Method:

@@ -189,6 +189,8 @@ def train_epoch(cfg: Config, nets: Nets, optimizer: torch.optim.Optimizer,
     if method.attack:
         options.update(eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps,
                        random_start=cfg.random_start, generator=generator)
+    if method.scheduled:  # a burn-in (GAIRAT, MAIL): how far into the run this epoch starts
+        options["run_fraction"] = epoch / cfg.epochs
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
     nets.train()
     sums = torch.zeros(4, device=device)  # loss, guide loss, target loss, agreeing labels
