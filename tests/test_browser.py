@@ -1,0 +1,203 @@
+"""Lesson 01's label-evolution explorer in a real browser.
+
+Starts JupyterLab from the project's environment on localhost (a token, a temporary root folder),
+opens a copy of lesson 01 with the smoke profile injected, runs all cells in headless Chromium,
+and checks what a student would see: the explorer and a plotly figure are on the page and visible,
+and moving the explorer's ``step`` slider (with the keyboard) changes the figure. A screenshot is
+saved under the test's tmp folder and, when set, ``$DYNAT_SCREENSHOT_DIR``.
+
+Deselect with ``pytest -m "not browser"``. Skips, saying why, without Playwright or Chromium.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from browser_support import chromium, save_screenshot  # noqa: F401  (chromium is a fixture)
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+LESSON = ROOT / "notebooks" / "01_dynamic_labels.ipynb"
+FIXTURE = Path(__file__).parent / "fixtures" / "explorer.ipynb"
+EXPLORER = ".dynat-label-explorer"
+RUN_TIMEOUT_S = 600  # all cells of the lesson, smoke profile, on a busy 2-core machine
+
+
+def _python() -> str:
+    """The project's environment: .venv when there is one, else the interpreter running pytest."""
+    venv = ROOT / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _prepare(source: Path, dest: Path) -> None:
+    """Copy ``source`` with PROFILE="smoke" injected by papermill, on the server's own kernel."""
+    import papermill
+
+    papermill.execute_notebook(
+        str(source), str(dest), parameters={"PROFILE": "smoke"},
+        prepare_only=True, kernel_name="python3", progress_bar=False,
+    )
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """A JupyterLab server on localhost; yields (base URL, token, root folder)."""
+    root = tmp_path / "lab"
+    (root / "notebooks").mkdir(parents=True)
+    port, token = _free_port(), secrets.token_hex(16)
+    env = dict(os.environ, JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"),
+               JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"),
+               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), PYTHONUNBUFFERED="1")
+    # Answer JupyterLab's "get notified about news?" question in advance: no toast over the page.
+    notification = tmp_path / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    notification.parent.mkdir(parents=True)
+    notification.write_text(json.dumps({"fetchNews": "false"}))
+    log = open(tmp_path / "jupyterlab.log", "w")
+    proc = subprocess.Popen(
+        [_python(), "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+         "--allow-root", "--LabApp.extension_manager=readonly",
+         "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
+         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("JupyterLab did not start:\n" + (tmp_path / "jupyterlab.log").read_text()[-3000:])
+                time.sleep(0.5)
+        yield base, token, root
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+# JavaScript run in the page (JupyterLab exposes its app as window.jupyterapp with the flag above).
+_CELL_STATES = """() => {
+  const panel = window.jupyterapp.shell.currentWidget;
+  const cells = panel.content.widgets.filter(c => c.model.type === 'code');
+  return cells.map(c => ({count: c.model.executionCount,
+                          errors: c.model.outputs.toJSON().filter(o => o.output_type === 'error')
+                                     .map(o => o.ename + ': ' + o.evalue)}));
+}"""
+_FIGURE_STATE = """(box) => Array.from(box.querySelectorAll('.js-plotly-plot'))
+  .map(gd => JSON.stringify([gd.data, gd.layout && gd.layout.title])).join('|')"""
+
+
+def _run_all_cells(page) -> None:
+    """Run the notebook's cells and wait until every code cell has run; fail on an error output."""
+    page.wait_for_function(
+        "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+        " && window.jupyterapp.shell.currentWidget.sessionContext"
+        " && window.jupyterapp.shell.currentWidget.sessionContext.session"
+        " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
+        " && window.jupyterapp.shell.currentWidget.sessionContext.kernelDisplayStatus === 'idle'",
+        timeout=120_000,
+    )
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while True:
+        states = page.evaluate(_CELL_STATES)
+        errors = [e for s in states for e in s["errors"]]
+        assert not errors, f"a cell failed in the browser: {errors}"
+        busy = page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.kernelDisplayStatus")
+        if all(s["count"] for s in states) and busy == "idle":
+            return
+        assert time.monotonic() < deadline, f"cells still running after {RUN_TIMEOUT_S} s: {states}"
+        time.sleep(1)
+
+
+def test_label_explorer_renders_and_follows_the_slider(lab, chromium, tmp_path):  # noqa: F811
+    base, token, root = lab
+    source = LESSON if LESSON.exists() else FIXTURE
+    notebook = root / "notebooks" / source.name
+    _prepare(source, notebook)
+
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    console = []
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    page.goto(f"{base}/lab/tree/notebooks/{source.name}?token={token}&reset", timeout=120_000)
+    try:
+        _run_all_cells(page)
+
+        explorer = page.locator(EXPLORER).first
+        explorer.wait_for(state="visible", timeout=60_000)
+        explorer.scroll_into_view_if_needed()
+        figure = explorer.locator(".js-plotly-plot").first
+        figure.wait_for(state="visible", timeout=60_000)
+        assert figure.bounding_box()["height"] > 100, "the explorer's plotly figure has no height"
+        assert page.locator(".js-plotly-plot").count() >= 1
+
+        slider = explorer.locator(".widget-slider").filter(has_text="step").first
+        slider.wait_for(state="visible", timeout=30_000)
+        before = explorer.evaluate(_FIGURE_STATE)
+        assert before, "no plotly figure data inside the explorer"
+        _shoot(page, explorer, tmp_path, "before")
+
+        # Move the slider with the keyboard: focus its handle, then step right.
+        handle = slider.locator(".noUi-handle").first
+        handle.focus()
+        for _ in range(3):
+            handle.press("ArrowRight")
+        page.wait_for_function(
+            f"([box, before]) => ({_FIGURE_STATE})(box) !== before && ({_FIGURE_STATE})(box) !== ''",
+            arg=[explorer.element_handle(), before], timeout=60_000,
+        )
+        after = _settled(page, explorer)
+        assert after != before, "the explorer's figure did not change when the step slider moved"
+        figure = explorer.locator(".js-plotly-plot").first
+        figure.wait_for(state="visible", timeout=30_000)
+        _shoot(page, explorer, tmp_path, "after")
+    except Exception:
+        _shoot(page, None, tmp_path, "failure")
+        print("\n".join(console[-40:]))
+        raise
+    finally:
+        page.close()
+
+
+def _settled(page, explorer, timeout_s: float = 60) -> str:
+    """The explorer's figure state once the kernel is idle and the figure stopped changing."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        idle = page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.kernelDisplayStatus") == "idle"
+        state = explorer.evaluate(_FIGURE_STATE)
+        if idle and state and state == last:
+            return state
+        last = state
+        time.sleep(0.5)
+    return explorer.evaluate(_FIGURE_STATE)
+
+
+def _shoot(page, explorer, tmp_path: Path, tag: str) -> None:
+    """Screenshots of the window and of the explorer, named after the test and ``tag``."""
+    save_screenshot(page.screenshot(), f"browser-lab-{tag}.png", tmp_path)
+    if explorer is not None:
+        save_screenshot(explorer.screenshot(), f"browser-explorer-{tag}.png", tmp_path)
