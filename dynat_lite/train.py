@@ -7,7 +7,13 @@
 Runs are reproducible: the models start from ``seed``; the batches, their augmentation and the
 attacks' random starts of epoch k depend only on (seed, k). A checkpoint is written atomically
 after every epoch; calling ``fit`` again with the same config and ``out`` resumes from it and
-gives, on the CPU, bit-identical weights to an uninterrupted run.
+gives, on the CPU, bit-identical weights to an uninterrupted run. How a run is executed (device,
+bf16, channels_last, torch.compile, the fast step, where the data lives) may change between
+the two calls: a run started on a laptop can go on on a GPU.
+
+DYNAT's training step is the fast one of ``fast.py`` (bf16 autocast and channels_last on CUDA,
+no host synchronization, optional ``torch.compile``); under ``torchrun`` each process trains on
+its slice of every global batch (``distributed.py``).
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from . import data as data_lib
-from . import methods, models
+from . import distributed, fast, methods, models
 from .attacks import check_budget
 from .evaluate import evaluate
 
@@ -63,6 +69,9 @@ class Config:
     seed: int = 0
     device: str = "auto"              # "auto": CUDA if available, else CPU
     amp: bool = True                  # bf16 autocast on CUDA (never on the CPU)
+    fast: bool = True                 # the fast step of fast.py where the method has one
+    channels_last: bool = True        # channels_last memory format on CUDA (never on the CPU)
+    compile: bool = False             # torch.compile both networks (CUDA; minutes of warm-up)
     data_root: str = "data"
 
     def to_dict(self) -> dict:
@@ -125,10 +134,15 @@ def validate(cfg: Config) -> None:
             raise ValueError(f"{what} must be a positive integer, got {getattr(cfg, what)!r}.")
 
 
+#: Fields that say how a run is executed, not what it computes: they may differ on resume.
+RUNTIME_FIELDS = ("device", "amp", "fast", "channels_last", "compile", "data_root")
+
+
 def resolve_device(name: str) -> torch.device:
+    """"auto": CUDA if available, else the CPU; under torchrun, this process's own GPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return distributed.device_for(torch.device(name), distributed.context())
 
 
 def learning_rate(cfg: Config, progress: float) -> float:
@@ -150,6 +164,16 @@ def learning_rate(cfg: Config, progress: float) -> float:
 class Nets:
     target: nn.Module
     guide: nn.Module | None
+    # What the training step calls: compiled and/or DDP-wrapped views of the two networks that
+    # share their parameters (see ``prepare``); None: the networks themselves.
+    step_target: nn.Module | None = None
+    step_guide: nn.Module | None = None
+
+    def for_step(self) -> tuple[nn.Module | None, nn.Module]:
+        """(guide, target) as the training step should call them."""
+        guide = self.step_guide if self.step_guide is not None else self.guide
+        target = self.step_target if self.step_target is not None else self.target
+        return guide, target
 
     def parameters(self):
         for net in (self.target, self.guide):
@@ -172,6 +196,40 @@ def build(cfg: Config, num_classes: int, device: torch.device) -> Nets:
     return Nets(target.to(device), guide.to(device) if guide is not None else None)
 
 
+def prepare(cfg: Config, nets: Nets, device: torch.device) -> Nets:
+    """Arrange ``nets`` for the training step, in place: global-batch batch norm under torchrun,
+    channels_last weights on CUDA, ``torch.compile`` if ``cfg.compile``, the DDP wrapper under
+    torchrun. Call it before the optimizer is made and the checkpoint is loaded; the networks
+    keep their parameters, their names and their state_dict keys."""
+    ctx = distributed.context()
+    channels_last = fast.use_channels_last(device, cfg.channels_last)
+    views = {}
+    for name in ("target", "guide"):
+        net = getattr(nets, name)
+        if net is None:
+            continue
+        if ctx is not None:
+            net = distributed.sync_batchnorm(net, device)
+            setattr(nets, name, net)
+        view = fast.prepare(net, channels_last=channels_last, compile=cfg.compile)
+        views[name] = view
+    nets.step_target = views.get("target")
+    nets.step_guide = views.get("guide")
+    return nets
+
+
+def wrap_for_processes(nets: Nets, device: torch.device) -> Nets:
+    """Under torchrun, wrap the step's views in DistributedDataParallel (after the checkpoint
+    is loaded: the wrapper starts by copying rank 0's weights to every process)."""
+    ctx = distributed.context()
+    if ctx is not None:
+        guide, target = nets.for_step()
+        nets.step_target = distributed.wrap(target, ctx, device)
+        if guide is not None:
+            nets.step_guide = distributed.wrap(guide, ctx, device)
+    return nets
+
+
 def make_optimizer(cfg: Config, nets: Nets) -> torch.optim.Optimizer:
     """One SGD optimizer over the parameters of both networks, as the paper."""
     return torch.optim.SGD(list(nets.parameters()), lr=cfg.lr, momentum=cfg.momentum,
@@ -181,8 +239,14 @@ def make_optimizer(cfg: Config, nets: Nets) -> torch.optim.Optimizer:
 # ---------------------------------------------------------------------------------- one epoch
 def train_epoch(cfg: Config, nets: Nets, optimizer: torch.optim.Optimizer,
                 batches: data_lib.Batches, epoch: int, progress: Callable | None = None) -> dict:
-    """Train one epoch; returns the mean losses, label agreement and lr. No host sync per step."""
+    """Train one epoch; returns the mean losses, label agreement and lr. No host sync per step.
+
+    The loss is the fast step's where the method has one (``fast.loss_function``). Under
+    torchrun each process trains on its slice of every global batch, and the returned means
+    are over all processes.
+    """
     method = methods.get(cfg.method)
+    ctx = distributed.context()
     device = batches.x.device
     generator = torch.Generator(device=device).manual_seed(cfg.seed * 7919 + epoch)
     options = dict(cfg.method_options)
@@ -191,6 +255,11 @@ def train_epoch(cfg: Config, nets: Nets, optimizer: torch.optim.Optimizer,
                        random_start=cfg.random_start, generator=generator)
     if method.scheduled:  # a burn-in (GAIRAT, MAIL): how far into the run this epoch starts
         options["run_fraction"] = epoch / cfg.epochs
+    loss_fn = fast.loss_function(cfg.method, cfg.fast, options)
+    if ctx is not None and loss_fn is not method:  # the fast step draws PGD's start globally
+        options["shard"] = (ctx.rank, ctx.world)
+    channels_last = fast.use_channels_last(device, cfg.channels_last)
+    guide, target = nets.for_step()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
     nets.train()
     sums = torch.zeros(4, device=device)  # loss, guide loss, target loss, agreeing labels
@@ -203,8 +272,10 @@ def train_epoch(cfg: Config, nets: Nets, optimizer: torch.optim.Optimizer,
         lr = learning_rate(cfg, epoch + i / n_batches)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        x, y = distributed.shard(x, ctx), distributed.shard(y, ctx)
+        x = fast.to_memory_format(x, channels_last)
         with autocast:
-            loss, out = method(nets.guide, nets.target, x, y, **options)
+            loss, out = loss_fn(guide, target, x, y, **options)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -213,19 +284,31 @@ def train_epoch(cfg: Config, nets: Nets, optimizer: torch.optim.Optimizer,
                              out.get("target_loss", zero).float(),
                              (out["labels"] == y).sum().float()])
         n_seen += len(y)
-    sums = sums.tolist()
+    world = ctx.world if ctx is not None else 1
+    sums = distributed.all_reduce_sum(sums, ctx).tolist()
+    n_seen *= world
+    n_batches *= world
     return {"lr": lr, "loss": sums[0] / n_batches, "guide_loss": sums[1] / n_batches,
             "target_loss": sums[2] / n_batches, "label_agreement": sums[3] / max(n_seen, 1)}
 
 
 def eval_epoch(cfg: Config, nets: Nets, x: torch.Tensor, y: torch.Tensor) -> dict:
-    """Clean and PGD accuracy of the target (and clean accuracy of the guide) on test images."""
+    """Clean and PGD accuracy of the target (and clean accuracy of the guide) on test images,
+    in float32. Under torchrun each process evaluates every world-th image and the accuracies
+    are combined."""
+    ctx = distributed.context()
+    if ctx is not None:
+        x, y = x[ctx.rank::ctx.world], y[ctx.rank::ctx.world]
     pgd_name = {10: "pgd10", 20: "pgd20"}.get(cfg.eval_steps, "pgd10")
     acc = evaluate(nets.target, x, y, attacks=("clean", pgd_name), eps=8 / 255, seed=cfg.seed)
     out = {"test_clean": acc["clean"], "test_pgd": acc[pgd_name]}
     if nets.guide is not None:
         out["guide_clean"] = evaluate(nets.guide, x, y, attacks=("clean",))["clean"]
-    return out
+    return distributed.mean_over_processes(out, len(y), ctx, model_device(nets.target))
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 # -------------------------------------------------------------------------------- checkpoints
@@ -287,26 +370,38 @@ class Result:
 
 
 def _comparable(d: dict) -> dict:
-    return {k: v for k, v in d.items() if k != "device"}
+    """The fields of a config dict that define the run (defaults filled in for fields that a
+    checkpoint written by an older version lacks)."""
+    try:
+        full = Config.from_dict(d).to_dict()
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"The checkpoint's config cannot be read by this version of "
+                              f"dynat-lite ({err}).") from err
+    return {k: v for k, v in full.items() if k not in RUNTIME_FIELDS}
 
 
 def fit(cfg: Config, *, out: str | Path | None = None, dataset: data_lib.Dataset | None = None,
         progress: Callable | bool = True, on_epoch: Callable[[dict], None] | None = None) -> Result:
     """Train ``cfg.method`` for ``cfg.epochs`` epochs; resume from ``out`` if it holds a
-    checkpoint of the same config (only ``device`` may differ).
+    checkpoint of the same config (only the ``RUNTIME_FIELDS`` may differ).
 
     ``progress``: True for a tqdm bar, False for none, or a tqdm-like callable (e.g.
     ``tqdm.auto.tqdm`` in a notebook). ``on_epoch(record)`` is called after every epoch.
+    Under torchrun (``distributed.init()`` called first) every process runs ``fit``; only
+    rank 0 shows progress, calls ``on_epoch`` and writes the checkpoint.
     """
     validate(cfg)
+    ctx = distributed.context()
+    distributed.check_batch_size(cfg.batch_size, ctx)
     device = resolve_device(cfg.device)
+    main = ctx is None or ctx.is_main
     if progress is True:
         from tqdm import tqdm as progress
-    progress = progress or None
+    progress = (progress or None) if main else None
     if dataset is None:
         dataset = data_lib.load(cfg.dataset, root=cfg.data_root, n_train=cfg.n_train,
                                 n_test=cfg.n_test, seed=cfg.seed)
-    nets = build(cfg, dataset.num_classes, device)
+    nets = prepare(cfg, build(cfg, dataset.num_classes, device), device)
     optimizer = make_optimizer(cfg, nets)
     history: list[dict] = []
     start = 0
@@ -321,6 +416,7 @@ def fit(cfg: Config, *, out: str | Path | None = None, dataset: data_lib.Dataset
             nets.guide.load_state_dict(state["guide"])
         optimizer.load_state_dict(state["optimizer"])
         history, start = list(state["history"]), int(state["epoch"])
+    wrap_for_processes(nets, device)
     batches = data_lib.Batches(dataset.x_train, dataset.y_train, cfg.batch_size, device=device,
                                augment=cfg.augment, seed=cfg.seed)
     x_eval, y_eval = dataset.x_test[:cfg.n_eval], dataset.y_test[:cfg.n_eval]
@@ -329,15 +425,16 @@ def fit(cfg: Config, *, out: str | Path | None = None, dataset: data_lib.Dataset
         record = {"epoch": epoch + 1,
                   **train_epoch(cfg, nets, optimizer, batches, epoch, progress)}
         record["train_seconds"] = time.perf_counter() - t0
+        record["images_per_second"] = len(batches) * cfg.batch_size / record["train_seconds"]
         record.update(eval_epoch(cfg, nets, x_eval, y_eval))
         history.append(record)
-        if ckpt is not None:
+        if ckpt is not None and main:
             save_checkpoint(ckpt, {
                 "format": 1, "config": cfg.to_dict(), "epoch": epoch + 1,
                 "target": nets.target.state_dict(),
                 "guide": nets.guide.state_dict() if nets.guide is not None else None,
                 "optimizer": optimizer.state_dict(), "history": history})
-        if on_epoch is not None:
+        if on_epoch is not None and main:
             on_epoch(record)
     nets.target.eval()
     if nets.guide is not None:
