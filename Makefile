@@ -1,6 +1,8 @@
 # make lab   -- set up the environment and open JupyterLab on the lessons
 # make test  -- set up the environment (with test tools) and run the whole test suite
 # make run   -- execute every lesson headless with papermill into runs/ (PROFILE=smoke|cpu|gpu)
+# make html  -- execute the lessons (PROFILE=...) and export them to HTML pages in build/html/;
+#               EXECUTED=runs exports the lessons `make run` executed instead of running them again
 
 PYTHON  ?= python3
 VENV    := .venv
@@ -8,9 +10,10 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 PROFILE ?= smoke
 DATASET ?=
+EXECUTED ?=
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 
-.PHONY: lab test run clean-env
+.PHONY: lab test run html clean-env
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +41,10 @@ run: $(VENV)/.lab
 	  $(VENV)/bin/papermill --cwd notebooks "$$nb" "runs/$$(basename $$nb)" \
 	    -p PROFILE $(PROFILE) $(if $(DATASET),-p DATASET $(DATASET)) || exit 1; \
 	done
+
+html: $(VENV)/.lab
+	$(PY) tools/export_html.py --profile $(PROFILE) $(if $(DATASET),--dataset $(DATASET)) \
+	  $(if $(EXECUTED),--executed $(EXECUTED))
 
 clean-env:
 	rm -rf $(VENV)
