@@ -59,12 +59,14 @@ def plotly_cdn_url() -> str:
     return f"https://cdn.plot.ly/plotly-{get_plotlyjs_version()}.min.js"
 
 
-def figure_html(fig_dict: dict, plotlyjs_url: str, *, height: int = 525) -> str:
+def figure_html(fig_dict: dict, plotlyjs_url: str) -> str:
     """HTML that draws one plotly figure, loading plotly.js from ``plotlyjs_url`` if needed.
 
     The script waits for the library to load before drawing (and reuses it when a previous figure
-    already loaded it), so it works wherever inline scripts run, including inside widgets.
+    already loaded it), so it works wherever inline scripts run, including inside widgets. The
+    box is as tall as the figure's layout asks (plotly's default, 525 px, otherwise).
     """
+    height = int(fig_dict.get("layout", {}).get("height") or 525)
     div_id = f"dynat-fig-{uuid.uuid4().hex}"
     fig_json = json.dumps(fig_dict, cls=_plotly_json_encoder())
     return f"""<div id="{div_id}" class="plotly-graph-div" style="height:{height}px; width:100%;"></div>

@@ -55,9 +55,10 @@ def _prepare(source: Path, dest: Path) -> None:
     )
 
 
-@pytest.fixture
-def lab(tmp_path):
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
     """A JupyterLab server on localhost; yields (base URL, token, root folder)."""
+    tmp_path = tmp_path_factory.mktemp("jupyterlab")
     root = tmp_path / "lab"
     (root / "notebooks").mkdir(parents=True)
     port, token = _free_port(), secrets.token_hex(16)
@@ -134,15 +135,43 @@ def _run_all_cells(page) -> None:
 
 
 def test_label_explorer_renders_and_follows_the_slider(lab, chromium, tmp_path):  # noqa: F811
+    """Lesson 01 (or, before it exists, the small fixture) in JupyterLab as a student runs it."""
     base, token, root = lab
     source = LESSON if LESSON.exists() else FIXTURE
     notebook = root / "notebooks" / source.name
     _prepare(source, notebook)
+    _check_explorer(chromium, f"{base}/lab/tree/notebooks/{source.name}?token={token}&reset", tmp_path, "lab")
 
+
+def test_colab_renderer_draws_inside_widgets(lab, chromium, tmp_path):  # noqa: F811
+    """The plotly renderer ``setup()`` picks on Colab loads plotly.js itself and draws in a widget.
+
+    Colab cannot be reached from a test; this runs the same renderer in JupyterLab, with
+    plotly.js served by the Jupyter server instead of the CDN, and checks the same things.
+    """
+    import nbformat
+    from plotly.offline import get_plotlyjs
+
+    base, token, root = lab
+    (root / "plotly.min.js").write_text(get_plotlyjs(), encoding="utf-8")
+    nb = nbformat.read(FIXTURE, as_version=4)
+    nb.cells.insert(2, nbformat.v4.new_code_cell(
+        "import plotly.io as pio\n"
+        "from dynat_lite.notebook import register_colab_renderer\n"
+        'pio.renderers.default = register_colab_renderer("/files/plotly.min.js")'
+    ))
+    nbformat.write(nb, root / "notebooks" / "colab_renderer.ipynb")
+    _prepare(root / "notebooks" / "colab_renderer.ipynb", root / "notebooks" / "colab_renderer.ipynb")
+    _check_explorer(chromium, f"{base}/lab/tree/notebooks/colab_renderer.ipynb?token={token}&reset",
+                    tmp_path, "colab-renderer")
+
+
+def _check_explorer(chromium, url: str, tmp_path: Path, name: str) -> None:  # noqa: F811
+    """Open ``url``, run all cells, check the explorer and its figure, move the slider, screenshot."""
     page = chromium.new_page(viewport={"width": 1400, "height": 1000})
     console = []
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-    page.goto(f"{base}/lab/tree/notebooks/{source.name}?token={token}&reset", timeout=120_000)
+    page.goto(url, timeout=120_000)
     try:
         _run_all_cells(page)
 
@@ -156,9 +185,9 @@ def test_label_explorer_renders_and_follows_the_slider(lab, chromium, tmp_path):
 
         slider = explorer.locator(".widget-slider").filter(has_text="step").first
         slider.wait_for(state="visible", timeout=30_000)
-        before = explorer.evaluate(_FIGURE_STATE)
+        before = _settled(page, explorer)
         assert before, "no plotly figure data inside the explorer"
-        _shoot(page, explorer, tmp_path, "before")
+        _shoot(page, explorer, tmp_path, f"{name}-before")
 
         # Move the slider with the keyboard: focus its handle, then step right.
         handle = slider.locator(".noUi-handle").first
@@ -171,11 +200,10 @@ def test_label_explorer_renders_and_follows_the_slider(lab, chromium, tmp_path):
         )
         after = _settled(page, explorer)
         assert after != before, "the explorer's figure did not change when the step slider moved"
-        figure = explorer.locator(".js-plotly-plot").first
-        figure.wait_for(state="visible", timeout=30_000)
-        _shoot(page, explorer, tmp_path, "after")
+        explorer.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=30_000)
+        _shoot(page, explorer, tmp_path, f"{name}-after")
     except Exception:
-        _shoot(page, None, tmp_path, "failure")
+        _shoot(page, None, tmp_path, f"{name}-failure")
         print("\n".join(console[-40:]))
         raise
     finally:
@@ -197,7 +225,7 @@ def _settled(page, explorer, timeout_s: float = 60) -> str:
 
 
 def _shoot(page, explorer, tmp_path: Path, tag: str) -> None:
-    """Screenshots of the window and of the explorer, named after the test and ``tag``."""
-    save_screenshot(page.screenshot(), f"browser-lab-{tag}.png", tmp_path)
+    """Screenshots of the window and of the explorer, named after ``tag``."""
+    save_screenshot(page.screenshot(), f"browser-{tag}-window.png", tmp_path)
     if explorer is not None:
-        save_screenshot(explorer.screenshot(), f"browser-explorer-{tag}.png", tmp_path)
+        save_screenshot(explorer.screenshot(), f"browser-{tag}-explorer.png", tmp_path)
