@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -183,7 +184,9 @@ def _check_explorer(chromium, url: str, tmp_path: Path, name: str) -> None:  # n
         assert figure.bounding_box()["height"] > 100, "the explorer's plotly figure has no height"
         assert page.locator(".js-plotly-plot").count() >= 1
 
-        slider = explorer.locator(".widget-slider").filter(has_text="step").first
+        # The IntSlider whose description is exactly "step" (not e.g. "PGD steps").
+        label = page.locator("label.widget-label", has_text=re.compile(r"^\s*step\s*$"))
+        slider = explorer.locator(".widget-slider").filter(has=label).first
         slider.wait_for(state="visible", timeout=30_000)
         before = _settled(page, explorer)
         assert before, "no plotly figure data inside the explorer"
