@@ -68,7 +68,8 @@ def figure_html(fig_dict: dict, plotlyjs_url: str) -> str:
     """
     height = int(fig_dict.get("layout", {}).get("height") or 525)
     div_id = f"dynat-fig-{uuid.uuid4().hex}"
-    fig_json = json.dumps(fig_dict, cls=_plotly_json_encoder())
+    # "</" inside a string (a title, say) must not end the <script> early.
+    fig_json = json.dumps(fig_dict, cls=_plotly_json_encoder()).replace("</", "<\\/")
     return f"""<div id="{div_id}" class="plotly-graph-div" style="height:{height}px; width:100%;"></div>
 <script type="text/javascript">
 (function () {{

@@ -106,8 +106,9 @@ def test_setup_on_colab_enables_widgets_renderer_and_warns_without_gpu(monkeypat
 def test_colab_renderer_draws_after_loading_plotlyjs():
     import plotly.graph_objects as go
 
-    fig = go.Figure(go.Scatter(y=[3, 1, 2], name="probe"))
+    fig = go.Figure(go.Scatter(y=[3, 1, 2], name="probe"), layout={"title": "a </script> title"})
     html = notebook.figure_html(fig.to_dict(), "https://example.invalid/plotly.min.js")
     assert '"probe"' in html and "Plotly.newPlot" in html
     assert 'addEventListener("load", draw)' in html  # draws only once the library is there
     assert html.count("<script") == 1  # no <script src>: the library is loaded by the script
+    assert html.count("</script>") == 1  # the title cannot close the script early
