@@ -97,10 +97,12 @@ def _load_torchvision(name: str, root: Path, download: bool) -> Dataset:
     import torchvision
 
     cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    before = set(root.iterdir()) if root.is_dir() else None
     try:
         train = cls(str(root), train=True, download=download)
         test = cls(str(root), train=False, download=download)
     except Exception as err:  # network errors and missing files come as many types
+        _remove_new_entries(root, before)  # no half-downloaded archive is left behind
         raise DatasetError(
             f"Could not load {name} into {root}/ ({type(err).__name__}: {err}). "
             f"If this machine is offline: copy the {name} python archive from torchvision's "
@@ -110,6 +112,22 @@ def _load_torchvision(name: str, root: Path, download: bool) -> Dataset:
     return Dataset(name, images_from_uint8(train.data), torch.as_tensor(train.targets),
                    images_from_uint8(test.data), torch.as_tensor(test.targets),
                    tuple(train.classes))
+
+
+def _remove_new_entries(root: Path, before: set | None) -> None:
+    """Delete what appeared in ``root`` since ``before`` (root itself if it did not exist)."""
+    import shutil
+
+    if not root.exists():
+        return
+    if before is None:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    for entry in set(root.iterdir()) - before:
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def _load_npz(path: Path) -> Dataset:

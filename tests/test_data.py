@@ -74,13 +74,16 @@ def test_missing_npz_and_unknown_names_raise(tmp_path):
 def test_failed_download_says_how_to_proceed_offline(tmp_path, monkeypatch):
     import torchvision
 
-    def offline(*args, **kwargs):
+    def offline(root, train, download):
+        (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"half an archive")
         raise urllib.error.URLError("Temporary failure in name resolution")
 
+    (tmp_path / "mine.txt").write_text("a file that was there before")
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
     with pytest.raises(data.DatasetError, match="offline.*npz.*synthetic"):
         data.load("cifar10", root=tmp_path)
-    assert list(tmp_path.iterdir()) == []  # nothing half-written
+    # Nothing half-written is left behind, and nothing that was there is touched.
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
 
 
 def test_missing_cifar_without_download_raises(tmp_path):
