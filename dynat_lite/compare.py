@@ -1,0 +1,226 @@
+"""Train several methods on the same budget and seed, evaluate them the same way, and compare.
+
+    python -m dynat_lite compare --methods dynat,pgd_at,trades --profile cpu --out runs/compare
+
+For each method: ``train.fit`` with ``out=OUT/METHOD`` (a finished method is loaded, not
+retrained; an interrupted one resumes), then ``evaluate.robustness_report`` on the first
+``--n-eval`` test images (saved to ``OUT/METHOD/report.json``, reused when the evaluation
+settings are unchanged). Writes ``results.csv``, ``results.md`` and the clean-vs-robust
+figure ``figure.html`` (and ``figure.png`` when kaleido is installed) into OUT.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import data as data_lib
+from . import methods, train
+from .evaluate import ATTACK_TITLES, ATTACKS, robustness_report
+
+DEFAULT_METHODS = ("dynat", "pgd_at", "trades", "mart", "gairat", "mail", "lbgat",
+                   "dynat_gairat")
+DEFAULT_ATTACKS = ("clean", "pgd20", "cw", "aa_fast")
+REPORT = "report.json"
+
+
+def method_config(name: str, profile: str, **overrides) -> train.Config:
+    """The training config of method ``name``: the profile's budget, shared by all methods,
+    with the method's own random start (uniform for PGD-AT and GAIRAT, as their code)."""
+    method = methods.get(name)
+    start = method.option_default("random_start", fallback="gaussian")
+    return train.config(profile, **{"method": name, "random_start": start, **overrides})
+
+
+def evaluate_method(result: train.Result, *, n_eval: int, attacks, seed: int,
+                    n_check: int | None, folder: Path | None = None, log=print) -> dict:
+    """The robustness report of a trained target as a dict, cached in ``folder/report.json``."""
+    settings = {"n_eval": n_eval, "attacks": list(attacks), "seed": seed, "n_check": n_check,
+                "epochs_trained": len(result.history)}
+    cache = folder / REPORT if folder is not None else None
+    if cache is not None and cache.exists():
+        saved = json.loads(cache.read_text())
+        if saved.get("settings") == settings:
+            log(f"  evaluation: reused {cache}")
+            return saved
+    x, y = result.dataset.x_test[:n_eval], result.dataset.y_test[:n_eval]
+    report = robustness_report(result.target, x, y, attacks=attacks, seed=seed,
+                               checks=n_check != 0, n_check=n_check)
+    log(str(report))
+    saved = {"settings": settings, **report.to_dict()}
+    if cache is not None:
+        cache.write_text(json.dumps(saved, indent=1))
+    return saved
+
+
+def compare(method_names, *, profile: str = "cpu", out: str | Path, dataset: str | None = None,
+            seed: int = 0, n_eval: int | None = 500, attacks=DEFAULT_ATTACKS,
+            n_check: int | None = 200, overrides: dict | None = None,
+            progress=False, log=print) -> list[dict]:
+    """Train (or load) and evaluate each method; returns one row per method (see ``row``).
+
+    Every method gets the same config but for ``method`` and its random start: same data,
+    seed, epochs, attack budget. ``n_eval`` test images are evaluated (None: all loaded).
+    """
+    out = Path(out)
+    overrides = dict(overrides or {})
+    if dataset is not None:
+        overrides["dataset"] = dataset
+    overrides["seed"] = seed
+    cfgs = [method_config(name, profile, **overrides) for name in method_names]
+    base = cfgs[0]
+    data = data_lib.load(base.dataset, root=base.data_root, n_train=base.n_train,
+                         n_test=base.n_test, seed=base.seed)
+    n = len(data.y_test) if n_eval is None else min(n_eval, len(data.y_test))
+    rows = []
+    for cfg in cfgs:
+        folder = out / cfg.method
+        log(f"== {cfg.method}: {methods.get(cfg.method).description}")
+        t0 = time.perf_counter()
+        result = train.fit(cfg, out=folder, dataset=data, progress=progress)
+        log(f"  trained {len(result.history)} epochs ({time.perf_counter() - t0:.0f} s now)")
+        report = evaluate_method(result, n_eval=n, attacks=attacks, seed=seed, n_check=n_check,
+                                 folder=folder, log=log)
+        rows.append(row(cfg.method, result.history, report))
+        write_outputs(rows, out)
+    return rows
+
+
+def row(name: str, history: list[dict], report: dict) -> dict:
+    """One line of the table: accuracies (fractions), seconds, and the checks' verdict."""
+    failed = [c["name"] for c in report.get("checks", []) if not c["passed"]]
+    secs = report.get("seconds", {})
+    return {"method": name, "description": methods.get(name).description,
+            **{k: round(v, 4) for k, v in report["accuracy"].items()},
+            "train_s": round(sum(h.get("train_seconds", 0.0) for h in history), 1),
+            "eval_s": round(sum(secs.values()), 1), "n_eval": report["n"],
+            "checks": "ok" if not failed else "FAILED: " + "; ".join(failed)}
+
+
+def _columns(rows):
+    cols = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    return cols
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The rows as a Markdown table, accuracies in percent."""
+    cols = [c for c in _columns(rows) if c != "description"]
+    head = [ATTACK_TITLES.get(c, c) for c in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c, "")
+            cells.append(f"{100 * v:.1f}" if c in ATTACK_TITLES and isinstance(v, float) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def robust_column(rows: list[dict]) -> str:
+    """The strongest attack present in the rows: worst case, else AutoAttack, else PGD-20."""
+    for name in ("aa_standard", "aa_fast", "worst_case", "cw", "pgd20", "pgd10", "fgsm"):
+        if rows and all(name in r for r in rows):
+            return name
+    raise ValueError("The rows hold no robust accuracy; evaluate at least one attack.")
+
+
+def figure(rows: list[dict], robust: str | None = None):
+    """Clean vs robust accuracy, one point per method (as Figure 4 of the DYNAT paper)."""
+    import plotly.graph_objects as go
+
+    robust = robust or robust_column(rows)
+    fig = go.Figure()
+    for r in rows:
+        dynat = r["method"].startswith("dynat")
+        fig.add_trace(go.Scatter(
+            x=[100 * r["clean"]], y=[100 * r[robust]], mode="markers+text", name=r["method"],
+            text=[r["method"]], textposition="top center",
+            marker=dict(size=14 if dynat else 10, symbol="star" if dynat else "circle"),
+            hovertemplate=(f"{r['method']}<br>clean %{{x:.1f}} %<br>"
+                           f"{ATTACK_TITLES.get(robust, robust)} %{{y:.1f}} %<extra></extra>")))
+    fig.update_layout(title=f"Clean vs robust accuracy ({ATTACK_TITLES.get(robust, robust)})",
+                      xaxis_title="clean accuracy (%)",
+                      yaxis_title=f"{ATTACK_TITLES.get(robust, robust)} accuracy (%)",
+                      showlegend=False, template="plotly_white", height=480)
+    return fig
+
+
+def write_outputs(rows: list[dict], out: str | Path) -> dict:
+    """results.csv, results.md, figure.html (and figure.png with kaleido) into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cols = _columns(rows)
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=cols)
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "results.md").write_text(markdown_table(rows) + "\n")
+    fig = figure(rows)
+    fig.write_html(out / "figure.html", include_plotlyjs="cdn")
+    paths = {"csv": out / "results.csv", "md": out / "results.md", "html": out / "figure.html"}
+    try:
+        import kaleido  # noqa: F401
+        fig.write_image(out / "figure.png")
+        paths["png"] = out / "figure.png"
+    except Exception:  # no kaleido, or no browser for it: the HTML figure is enough
+        pass
+    return paths
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m dynat_lite compare",
+        description="Train methods on the same budget and seed, evaluate, write a table and "
+                    "a clean-vs-robust figure. Finished methods are not retrained.")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help=f"comma-separated; registered: {', '.join(methods.METHODS)}")
+    p.add_argument("--profile", default="cpu", choices=list(train.PROFILES))
+    p.add_argument("--dataset", default=None,
+                   help="cifar10, cifar100, synthetic or a path to an .npz (default: the "
+                        "profile's)")
+    p.add_argument("--out", required=True, help="output folder (one sub-folder per method)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
+    p.add_argument("--n-train", type=int, default=None)
+    p.add_argument("--n-eval", type=int, default=500, help="test images evaluated")
+    p.add_argument("--attacks", default=",".join(DEFAULT_ATTACKS),
+                   help=f"comma-separated; available: {', '.join(ATTACKS)}")
+    p.add_argument("--n-check", type=int, default=200,
+                   help="images for the sanity checks (0: skip them)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the profile's)")
+    p.add_argument("--progress", action="store_true", help="show a progress bar per epoch")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry: ``python -m dynat_lite compare ...``. Returns the exit status."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    try:
+        for name in names:
+            methods.get(name)
+        bad = [a for a in attacks if a not in ATTACKS]
+        if bad:
+            raise ValueError(f"Unknown attack(s) {bad}. Valid: {', '.join(ATTACKS)}.")
+        overrides = {k: v for k, v in (("epochs", args.epochs), ("n_train", args.n_train),
+                                       ("device", args.device)) if v is not None}
+        rows = compare(names, profile=args.profile, out=args.out, dataset=args.dataset,
+                       seed=args.seed, n_eval=args.n_eval, attacks=attacks,
+                       n_check=args.n_check, overrides=overrides, progress=args.progress,
+                       log=lambda msg: print(msg, flush=True))
+    except (ValueError, data_lib.DatasetError, train.CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(markdown_table(rows))
+    print(f"Wrote {Path(args.out) / 'results.csv'}, results.md and figure.html.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
