@@ -15,6 +15,7 @@ Outside torchrun (no ``WORLD_SIZE`` > 1 in the environment) everything here is a
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -98,6 +99,23 @@ def all_reduce_sum(t: torch.Tensor, ctx: Context | None) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------ batch norm
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the processes, differentiable: the gradient of a sum over processes is the
+    sum over processes of the gradients."""
+
+    @staticmethod
+    def forward(ctx, t):
+        t = t.clone()
+        dist.all_reduce(t)
+        return t
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 class AllReduceBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are those of the global batch, for CPU groups
     (``nn.SyncBatchNorm`` runs on GPUs only).
@@ -112,10 +130,8 @@ class AllReduceBatchNorm(nn.BatchNorm2d):
         ctx = context()
         if not self.training or ctx is None:
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         c = x.shape[1]
-        sums = all_reduce(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3))]))
+        sums = _AllReduceSum.apply(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3))]))
         n = x.numel() // c * ctx.world
         mean = sums[:c] / n
         var = (sums[c:] / n - mean * mean).clamp_min(0)
@@ -174,7 +190,9 @@ def wrap(module: nn.Module, ctx: Context | None, device: torch.device) -> nn.Mod
     if ctx is None:
         return module
     ids = [device.index] if device.type == "cuda" else None
-    return DataParallel(module, device_ids=ids, broadcast_buffers=False)
+    with warnings.catch_warnings():  # newer torch renames the flag; the old name still works
+        warnings.simplefilter("ignore", FutureWarning)
+        return DataParallel(module, device_ids=ids, broadcast_buffers=False)
 
 
 def mean_over_processes(values: dict[str, float], counts: int, ctx: Context | None,

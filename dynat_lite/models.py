@@ -23,6 +23,8 @@ def _autocast_dtype(device_type: str) -> torch.dtype | None:
     except TypeError:  # torch < 2.4 takes no argument and answers for CUDA only
         return torch.get_autocast_gpu_dtype() if (device_type == "cuda" and
                                                   torch.is_autocast_enabled()) else None
+    except RuntimeError:  # a device type autocast does not know, e.g. "meta"
+        return None
     return torch.get_autocast_dtype(device_type) if enabled else None
 
 

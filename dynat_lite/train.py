@@ -408,9 +408,12 @@ def fit(cfg: Config, *, out: str | Path | None = None, dataset: data_lib.Dataset
     ckpt = Path(out) / CHECKPOINT if out is not None else None
     if ckpt is not None and ckpt.exists():
         state = load_checkpoint(ckpt, map_location=device)
-        if _comparable(state["config"]) != _comparable(cfg.to_dict()):
-            raise CheckpointError(f"{ckpt} was written by a different config; choose another "
-                                  f"output folder or delete it.")
+        theirs, ours = _comparable(state["config"]), _comparable(cfg.to_dict())
+        if theirs != ours:
+            diff = ", ".join(f"{k}: {theirs[k]!r} there, {ours[k]!r} here"
+                             for k in ours if theirs[k] != ours[k])
+            raise CheckpointError(f"{ckpt} was written by a different config ({diff}); "
+                                  f"choose another output folder or delete it.")
         nets.target.load_state_dict(state["target"])
         if nets.guide is not None:
             nets.guide.load_state_dict(state["guide"])

@@ -1,0 +1,276 @@
+"""``python -m dynat_lite bench``: how fast is the DYNAT training step on this machine?
+
+For DYNAT with a WRN-34-10 target and with a ResNet-18 target (the guide: ResNet-18) it prints
+
+- images per second of the fast training step (``train.train_epoch`` on device-resident
+  batches: exactly what ``fit`` runs), eager and, on CUDA, with ``torch.compile``;
+- the compute rate this is (the step's FLOPs per image, counted by PyTorch's FlopCounterMode,
+  times images per second) as a fraction of the device's measured matmul peak (bf16 on CUDA,
+  where the step runs in bf16; float32 on a CPU, where it runs in float32);
+- the ratio to the faithful float32 reference step (``fast.reference_dynat_loss``: eager,
+  the guide's argmax recomputed at every PGD step, batches from a CPU DataLoader, the loss
+  read with ``.item()`` after each step, as a typical training script logs it), timed in the
+  same run;
+- PGD-20 evaluation throughput (float32, ``evaluate.correct_under``);
+- for the ResNet-18 target, the projected time of one epoch of CIFAR-10 (50,000 images).
+
+On CUDA it runs the paper's sizes (batch 128, PGD-10); on a CPU a small size (batch 1 and
+PGD-1 for WRN-34-10) so that it finishes in about a minute. Figures, not assertions: nothing
+here is used by the tests.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from . import data as data_lib
+from . import fast, models, train
+from .evaluate import correct_under
+
+CIFAR10_TRAIN = 50_000
+GUIDE = "resnet18"
+TARGETS = ("wrn-34-10", "resnet18")
+
+
+@dataclass(frozen=True)
+class Size:
+    """How much work each measurement does."""
+    batch: int        # training batch
+    steps: int        # PGD steps in the training attack
+    warmup: int       # batches before timing (CUDA kernels, cuDNN choices, compilation)
+    iters: int        # timed batches
+    eval_batch: int   # images in the timed PGD-20 evaluation (0: skipped)
+
+
+def sizes(device: torch.device, target: str) -> Size:
+    """The paper's sizes on CUDA; on a CPU, tiny ones that finish in about a minute: a
+    WRN-34-10 training image costs ~70 GFLOP even with PGD-1, a PGD-20 evaluation image
+    ~530 GFLOP (so that one is skipped on a CPU)."""
+    if device.type == "cuda":
+        return Size(batch=128, steps=10, warmup=3, iters=20 if target == "wrn-34-10" else 40,
+                    eval_batch=512)
+    if target == "wrn-34-10":
+        return Size(batch=1, steps=1, warmup=1, iters=1, eval_batch=0)
+    return Size(batch=4, steps=1, warmup=1, iters=1, eval_batch=2)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ------------------------------------------------------------------------------------ peak
+def matmul_peak(device: torch.device) -> tuple[float, str]:
+    """(FLOP/s, dtype name) of a big square matmul in the dtype the fast step computes in."""
+    dtype, n, reps = ((torch.bfloat16, 8192, 20) if device.type == "cuda"
+                      else (torch.float32, 1024, 4))
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0), str(dtype).replace("torch.", "")
+
+
+# ----------------------------------------------------------------------------------- FLOPs
+def step_flops(target: str, guide: str, steps: int) -> float:
+    """FLOPs per image of one DYNAT step: ``steps`` x (target forward + input gradient) +
+    target forward and backward + guide forward and backward. Counted on the "meta" device
+    (shapes only, no arithmetic), so it costs nothing."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def count(name: str, attack: bool) -> int:
+        with torch.device("meta"):
+            model = models.create(name)
+            x = torch.zeros(1, 3, 32, 32, requires_grad=attack)
+            y = torch.zeros(1, dtype=torch.long)
+        model.train(not attack)
+        model.requires_grad_(not attack)
+        with FlopCounterMode(display=False) as counter:
+            F.cross_entropy(model(x), y).backward()
+        return counter.get_total_flops()
+
+    return steps * count(target, True) + count(target, False) + count(guide, False)
+
+
+# ---------------------------------------------------------------------------------- timings
+def _random_images(n: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def _bench_config(target: str, size: Size, device: torch.device, compile: bool) -> train.Config:
+    return train.config("paper", model=target, guide_model=GUIDE, batch_size=size.batch,
+                        steps=size.steps, device=str(device), compile=compile)
+
+
+def time_fast(target: str, size: Size, device: torch.device, compile: bool = False) -> float:
+    """Images per second of ``train.train_epoch`` (the fast step) on ``size.iters`` batches,
+    after ``size.warmup`` batches."""
+    cfg = _bench_config(target, size, device, compile)
+    nets = train.prepare(cfg, train.build(cfg, 10, device), device)
+    optimizer = train.make_optimizer(cfg, nets)
+    if size.warmup:
+        x, y = _random_images(size.warmup * size.batch, seed=1)
+        train.train_epoch(cfg, nets, optimizer, data_lib.Batches(x, y, size.batch, device=device),
+                          0)
+    x, y = _random_images(size.iters * size.batch)
+    batches = data_lib.Batches(x, y, size.batch, device=device)
+    _sync(device)
+    t0 = time.perf_counter()
+    train.train_epoch(cfg, nets, optimizer, batches, 0)  # ends by reading its sums: synced
+    return size.iters * size.batch / (time.perf_counter() - t0)
+
+
+def time_reference(target: str, size: Size, device: torch.device) -> float:
+    """Images per second of the faithful float32 reference step, timed like ``time_fast``."""
+    cfg = _bench_config(target, size, device, compile=False)
+    nets = train.build(cfg, 10, device)   # float32, NCHW, eager
+    optimizer = train.make_optimizer(cfg, nets)
+    x, y = _random_images((size.warmup + size.iters) * size.batch)
+    loader = fast.reference_batches(x, y, size.batch, device=device,
+                                    workers=4 if device.type == "cuda" else 0)
+
+    def step():
+        xb, yb = next(loader)
+        loss = fast.reference_dynat_loss(nets.guide, nets.target, xb, yb, eps=cfg.eps,
+                                         step_size=cfg.step_size, steps=cfg.steps)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    nets.train()
+    for _ in range(size.warmup):
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(size.iters):
+        step()
+    _sync(device)
+    return size.iters * size.batch / (time.perf_counter() - t0)
+
+
+def time_pgd20(target: str, size: Size, device: torch.device) -> float | None:
+    """Images per second of PGD-20 evaluation (float32, eval mode) of a fresh ``target``;
+    None when ``size.eval_batch`` is 0."""
+    if not size.eval_batch:
+        return None
+    model = models.create(target).to(device).eval()
+    x, y = _random_images(size.eval_batch)
+    if device.type == "cuda":  # warm up kernels and cuDNN's choices
+        correct_under(model, x[:64], y[:64], "pgd20", batch_size=size.eval_batch)
+    _sync(device)
+    t0 = time.perf_counter()
+    correct_under(model, x, y, "pgd20", batch_size=size.eval_batch)
+    return len(y) / (time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------------------- run
+@dataclass
+class Row:
+    target: str
+    batch: int
+    pgd_steps: int
+    gflop_per_image: float
+    fast_img_s: float
+    fast_fraction_of_peak: float
+    compiled_img_s: float | None
+    compiled_fraction_of_peak: float | None
+    reference_img_s: float
+    speedup: float
+    pgd20_eval_img_s: float | None
+    cifar10_epoch_s: float
+
+
+def run(device: str = "auto", compile: str = "auto", targets=TARGETS, print=print) -> dict:
+    """Measure everything, print a report, return the figures as a dict."""
+    dev = train.resolve_device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    use_compile = compile == "on" or (compile == "auto" and dev.type == "cuda")
+    peak, peak_dtype = matmul_peak(dev)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
+    print(f"dynat-lite bench: DYNAT step (guide {GUIDE}), torch {torch.__version__}, "
+          f"{dev.type}: {name}")
+    print(f"measured matmul peak: {peak / 1e12:.3g} TFLOP/s ({peak_dtype})")
+    rows = []
+    for target in targets:
+        size = sizes(dev, target)
+        flops = step_flops(target, GUIDE, size.steps)
+        fast_ips = time_fast(target, size, dev)
+        compiled_ips = None
+        if use_compile:
+            try:
+                compiled_ips = time_fast(target, size, dev, compile=True)
+            except Exception as err:  # a compiler missing or failing: say so, go on
+                print(f"  torch.compile failed for {target} ({type(err).__name__}: {err}); "
+                      f"eager figures only")
+        ref_ips = time_reference(target, size, dev)
+        best = max(fast_ips, compiled_ips or 0.0)
+        rows.append(Row(
+            target, size.batch, size.steps, flops / 1e9, fast_ips, fast_ips * flops / peak,
+            compiled_ips, compiled_ips * flops / peak if compiled_ips else None, ref_ips,
+            best / ref_ips, time_pgd20(target, size, dev), CIFAR10_TRAIN / best))
+    for line in _table(rows):
+        print(line)
+    print("GFLOP/img: per training image at that many PGD steps; % peak: fast step's FLOP/s "
+          "over the matmul peak; speed-up: best fast step over the float32 reference "
+          "(eager, guide argmax per PGD step, CPU DataLoader); '-': not measured here.")
+    return {"device": dev.type, "device_name": name, "torch": torch.__version__,
+            "peak_flops": peak, "peak_dtype": peak_dtype, "rows": [asdict(r) for r in rows]}
+
+
+def _table(rows: list[Row]) -> list[str]:
+    head = (f"{'target':<10} {'batch':>5} {'PGD':>3} {'GFLOP/img':>9} {'fast img/s':>10} "
+            f"{'% peak':>6} {'compiled':>9} {'% peak':>6} {'ref img/s':>9} {'speed-up':>8} "
+            f"{'PGD-20 eval img/s':>17} {'CIFAR-10 epoch':>14}")
+    out = [head, "-" * len(head)]
+    for r in rows:
+        comp = f"{r.compiled_img_s:9.1f}" if r.compiled_img_s else f"{'-':>9}"
+        comp_pct = (f"{100 * r.compiled_fraction_of_peak:5.1f}%"
+                    if r.compiled_fraction_of_peak else f"{'-':>6}")
+        out.append(f"{r.target:<10} {r.batch:>5} {r.pgd_steps:>3} {r.gflop_per_image:9.1f} "
+                   f"{r.fast_img_s:10.2f} {100 * r.fast_fraction_of_peak:5.1f}% {comp} "
+                   f"{comp_pct} {r.reference_img_s:9.2f} {r.speedup:7.2f}x "
+                   f"{_number(r.pgd20_eval_img_s, 17)} {_duration(r.cifar10_epoch_s):>14}")
+    return out
+
+
+def _number(value: float | None, width: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:{width}.2f}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dynat_lite bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
+    parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                        help="also time the step under torch.compile (auto: on CUDA only)")
+    parser.add_argument("--targets", default=",".join(TARGETS),
+                        help=f"comma-separated target models (default {','.join(TARGETS)})")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    figures = run(args.device, args.compile, tuple(args.targets.split(",")))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=2)
+    return 0

@@ -1,0 +1,153 @@
+"""The fast DYNAT step computes what the plain one computes: exactly on the CPU, within bf16
+tolerance on CUDA (skipped without a GPU). Plus the pieces it is built from."""
+import pytest
+import torch
+
+from conftest import TinyNet
+from dynat_lite import bench, data, fast, methods, models, train
+
+BUDGET = dict(eps=8 / 255, step_size=2 / 255, steps=3)
+
+
+def _pair(seed=0):
+    return TinyNet(seed=seed), TinyNet(seed=seed + 1)
+
+
+def _loss_and_grads(loss_fn, batch, seed=0, **options):
+    guide, target = _pair()
+    x, y = batch
+    generator = torch.Generator().manual_seed(seed)
+    loss, out = loss_fn(guide, target, x, y, generator=generator, **BUDGET, **options)
+    loss.backward()
+    grads = [p.grad.clone() for p in (*guide.parameters(), *target.parameters())]
+    return loss.detach(), out, grads, (guide, target)
+
+
+@pytest.mark.parametrize("options", [{}, {"label_source": "static"}, {"target_loss": "kl"},
+                                     {"beta": 3.0, "random_start": "uniform"}])
+def test_fast_step_equals_plain_step_exactly_on_cpu(batch, options):
+    plain = _loss_and_grads(methods.dynat_loss, batch, **options)
+    quick = _loss_and_grads(fast.dynat_loss, batch, **options)
+    assert torch.equal(plain[0], quick[0])
+    for key in ("x_adv", "labels", "guide_loss", "target_loss"):
+        assert torch.equal(plain[1][key], quick[1][key]), key
+    for a, b in zip(plain[2], quick[2]):
+        assert torch.equal(a, b)
+
+
+def test_fast_step_restores_modes_and_requires_grad(batch):
+    *_, (guide, target) = _loss_and_grads(fast.dynat_loss, batch)
+    assert guide.training and target.training
+    assert all(p.requires_grad for p in (*guide.parameters(), *target.parameters()))
+
+
+def test_attack_computes_no_weight_gradients(batch):
+    """The attack differentiates with respect to the input only: parameters get no .grad."""
+    _, target = _pair()
+    x, y = batch
+    x_adv = fast.pgd_ce(target, x, y, **BUDGET)
+    assert all(p.grad is None for p in target.parameters())
+    assert not x_adv.requires_grad
+    assert (x_adv - x).abs().max() <= 8 / 255 + 1e-6 and 0 <= x_adv.min() and x_adv.max() <= 1
+
+
+def test_train_epoch_is_the_same_with_and_without_the_fast_step():
+    ds = data.load("synthetic", n_train=64, n_test=32, seed=0)
+    weights = []
+    for use_fast in (True, False):
+        cfg = train.config("smoke", n_train=64, n_test=32, batch_size=32, steps=1,
+                           fast=use_fast)
+        nets = train.prepare(cfg, train.build(cfg, 10, torch.device("cpu")),
+                             torch.device("cpu"))
+        optimizer = train.make_optimizer(cfg, nets)
+        batches = data.Batches(ds.x_train, ds.y_train, cfg.batch_size, seed=cfg.seed)
+        record = train.train_epoch(cfg, nets, optimizer, batches, 0)
+        weights.append((record, [p.detach().clone() for p in nets.parameters()]))
+    assert weights[0][0] == weights[1][0]
+    for a, b in zip(weights[0][1], weights[1][1]):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("method, is_fast", [
+    ("dynat", True), ("dynat_static", True), ("dynat_kl", True), ("dynat_soft", False),
+    ("dynat_gairat", False), ("pgd_at", False), ("lbgat", False)])
+def test_fast_step_is_used_exactly_where_it_applies(method, is_fast):
+    chosen = fast.loss_function(method, fast=True)
+    assert (chosen is not methods.get(method)) == is_fast
+    assert fast.loss_function(method, fast=False) is methods.get(method)
+
+
+def test_unknown_options_fall_back_to_the_plain_method():
+    assert fast.loss_function("dynat", options={"inner": "y"}) is methods.get("dynat")
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "uniform", None])
+def test_sharded_start_points_make_up_the_global_one(batch, kind):
+    x, _ = batch
+    whole = fast.start_point(x, 8 / 255, kind, torch.Generator().manual_seed(3))
+    halves = [fast.start_point(x[r * 8:(r + 1) * 8], 8 / 255, kind,
+                               torch.Generator().manual_seed(3), shard=(r, 2)) for r in (0, 1)]
+    assert torch.equal(torch.cat(halves), whole)
+
+
+def test_reference_step_computes_nearly_the_same_loss(batch):
+    """The reference is slower, not different: same labels, same loss up to its unprojected
+    random start."""
+    x, y = batch
+    torch.manual_seed(0)
+    guide, target = _pair()
+    ref = fast.reference_dynat_loss(guide, target, x, y, **BUDGET)
+    quick, *_ = _loss_and_grads(fast.dynat_loss, batch)
+    assert ref.item() == pytest.approx(quick.item(), rel=0.05)
+
+
+def test_reference_batches_are_augmented_copies():
+    x, y = torch.rand(8, 3, 32, 32), torch.arange(8)
+    xb, yb = next(fast.reference_batches(x, y, 4, device="cpu", workers=0))
+    assert xb.shape == (4, 3, 32, 32) and 0 <= xb.min() and xb.max() <= 1
+    assert set(yb.tolist()) <= set(range(8))
+
+
+def test_float32_islands_under_bf16_autocast():
+    model = models.create("small-cnn").eval()
+    x = torch.rand(2, 3, 32, 32)
+    stem = model.stem(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        island = models.float32(model.stem, x)
+        logits = model(x)
+    assert island.dtype == torch.bfloat16 and torch.equal(island, stem.to(torch.bfloat16))
+    assert logits.dtype == torch.float32
+    assert torch.equal(models.float32(model.stem, x), stem)  # outside autocast: a plain call
+
+
+def test_bench_flop_count_matches_the_issue_and_is_linear_in_steps():
+    wrn = bench.step_flops("wrn-34-10", "resnet18", 10)
+    assert 280e9 < wrn < 340e9  # "about 310 GFLOP per image"
+    f0, f1, f5 = (bench.step_flops("resnet18", "resnet18", s) for s in (0, 1, 5))
+    assert f5 - f0 == 5 * (f1 - f0) > 0
+
+
+def test_bench_runs_end_to_end_on_a_small_target(capsys):
+    figures = bench.run("cpu", compile="off", targets=("small-cnn",))
+    row, = figures["rows"]
+    assert row["target"] == "small-cnn" and row["fast_img_s"] > 0 and row["speedup"] > 0
+    assert "small-cnn" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fast_step_matches_plain_within_bf16_tolerance_on_cuda():
+    torch.manual_seed(0)
+    guide = models.create("resnet18").cuda()
+    target = models.create("resnet18").cuda()
+    x = torch.rand(64, 3, 32, 32, device="cuda")
+    y = torch.randint(0, 10, (64,), device="cuda")
+    gen = torch.Generator(device="cuda")
+    plain, _ = methods.dynat_loss(guide, target, x, y, generator=gen.manual_seed(0), **BUDGET)
+    fast.prepare(guide, channels_last=True)
+    fast.prepare(target, channels_last=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        quick, out = fast.dynat_loss(guide, target, fast.to_memory_format(x, True), y,
+                                     generator=gen.manual_seed(0), **BUDGET)
+    assert quick.dtype == torch.float32
+    assert quick.item() == pytest.approx(plain.item(), rel=0.03)
+    assert (out["x_adv"] - x).abs().max().item() <= 8 / 255 + 1e-6
