@@ -91,9 +91,9 @@ class Config:
 
 PROFILES: dict[str, dict] = {
     # CI: seconds on a CPU, synthetic data.
-    "smoke": dict(dataset="synthetic", model="small-cnn", guide_model="small-cnn", n_train=1024,
-                  n_test=256, epochs=2, batch_size=128, steps=3, step_size=3 / 255,
-                  schedule="onecycle", n_eval=256, eval_steps=10),
+    "smoke": dict(dataset="synthetic", model="small-cnn", guide_model="small-cnn", n_train=2048,
+                  n_test=256, epochs=3, batch_size=64, steps=3, step_size=3 / 255,
+                  schedule="onecycle", n_eval=128, eval_steps=10),
     # A lab CPU: minutes on 10,000 CIFAR-10 images.
     "cpu": dict(dataset="cifar10", model="small-cnn", guide_model="small-cnn", n_train=10_000,
                 n_test=1000, epochs=4, batch_size=128, steps=3, step_size=3 / 255,
