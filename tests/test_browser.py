@@ -169,7 +169,7 @@ def test_colab_renderer_draws_inside_widgets(lab, chromium, tmp_path):  # noqa: 
 
 def _check_explorer(chromium, url: str, tmp_path: Path, name: str) -> None:  # noqa: F811
     """Open ``url``, run all cells, check the explorer and its figure, move the slider, screenshot."""
-    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    page = chromium.new_page(viewport={"width": 1400, "height": 2400})
     console = []
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
     page.goto(url, timeout=120_000)
