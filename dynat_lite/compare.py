@@ -97,7 +97,8 @@ def row(name: str, history: list[dict], report: dict) -> dict:
             **{k: round(v, 4) for k, v in report["accuracy"].items()},
             "train_s": round(sum(h.get("train_seconds", 0.0) for h in history), 1),
             "eval_s": round(sum(secs.values()), 1), "n_eval": report["n"],
-            "checks": "ok" if not failed else "FAILED: " + "; ".join(failed)}
+            "checks": ("not run" if not report.get("checks") else
+                       "ok" if not failed else "FAILED: " + "; ".join(failed))}
 
 
 def _columns(rows):

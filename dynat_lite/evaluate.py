@@ -92,6 +92,22 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
 
 
 # ------------------------------------------------------------------------------ sanity checks
+class Quantized(nn.Module):
+    """``model`` behind a quantization step: inputs rounded to ``levels`` grey levels first.
+
+    A textbook gradient mask (Athalye et al., "Obfuscated Gradients Give a False Sense of
+    Security", ICML 2018): rounding has a zero gradient, so every gradient attack is blind and
+    the model *looks* robust. For demonstrations and tests of ``sanity_checks``; never a defense.
+    """
+
+    def __init__(self, model: nn.Module, levels: int = 8):
+        super().__init__()
+        self.model, self.levels = model, levels
+
+    def forward(self, x):
+        return self.model(torch.round(x * self.levels) / self.levels)
+
+
 @dataclass
 class Check:
     """One sanity check: what it tests, whether it passed, what was measured."""

@@ -1,0 +1,59 @@
+"""Lesson 06 executed by papermill (smoke profile, synthetic data, cwd notebooks/)."""
+from __future__ import annotations
+
+import ast
+import json
+
+import nbformat
+import pytest
+
+from conftest import REPO
+
+NOTEBOOK = REPO / "notebooks" / "06_baselines_and_ablations.ipynb"
+BADGE = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]("
+
+
+def test_lesson_06_structure():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert nb.cells[0].cell_type == "markdown" and BADGE in nb.cells[0].source
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "ENV = setup()" in code[0].source
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and tagged[0] is code[1]
+    for stmt in ast.parse(tagged[0].source).body:
+        ast.literal_eval(stmt.value)  # literals only
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
+    assert "what to try next" in nb.cells[-1].source.lower()
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_lesson_06_runs_and_tells_its_story(tmp_path, monkeypatch):
+    papermill = pytest.importorskip("papermill")
+    monkeypatch.setenv("DYNAT_HEADLESS", "1")
+    out_dir = tmp_path / "lesson-06"
+    papermill.execute_notebook(
+        str(NOTEBOOK), str(tmp_path / "06.ipynb"), cwd=str(NOTEBOOK.parent),
+        kernel_name="python3", progress_bar=False, execution_timeout=1800,
+        parameters=dict(PROFILE="smoke", DATASET="synthetic", DEVICE="cpu", SEED=0,
+                        OUT_DIR=str(out_dir), MODELS_DIR=str(tmp_path / "models")))
+    r = json.loads((out_dir / "results.json").read_text())
+    assert [row["method"] for row in r["comparison"]] == ["pgd_at", "trades", "dynat"]
+    assert {row["method"] for row in r["ablations"]} >= {"dynat", "dynat_static", "dynat_soft",
+                                                         "dynat_kl", "dynat_mse", "dynat_gairat"}
+    for row in r["comparison"] + r["ablations"]:
+        accs = [row[k] for k in ("clean", "pgd20", "cw")]
+        assert all(0 <= a <= 1 for a in accs)
+        assert row["worst_case"] <= min(accs)
+    # dynat was trained once and reused by the ablations
+    dynat = [row for row in r["ablations"] if row["method"] == "dynat"][0]
+    assert dynat["pgd20"] == [row for row in r["comparison"] if row["method"] == "dynat"][0]["pgd20"]
+    # the sanity checks ran, and they flag the quantized (gradient-masking) model
+    assert len(r["report"]["checks"]) == 7
+    assert not r["masked_report"]["ok"]
+    masked_failed = {c["name"] for c in r["masked_report"]["checks"] if not c["passed"]}
+    assert "input gradients are not zero" in masked_failed
+    zero_grad = [c for c in r["report"]["checks"] if c["name"] == "input gradients are not zero"]
+    assert zero_grad[0]["passed"]
+    for name in ("results.csv", "results.md", "figure.html"):
+        assert (out_dir / name).exists()
