@@ -108,19 +108,6 @@ def train_config(args):
     return train.config(args.profile or "smoke", **overrides)
 
 
-def epoch_line(record: dict, epochs: int) -> str:
-    """One line per epoch: what the lesson's live display shows."""
-    parts = [f"epoch {record['epoch']}/{epochs}",
-             f"{record.get('images_per_second', 0):.0f} img/s",
-             f"loss {record['loss']:.3f} (guide {record['guide_loss']:.3f}, "
-             f"target {record['target_loss']:.3f})",
-             f"clean {record['test_clean']:.1%}", f"PGD {record['test_pgd']:.1%}"]
-    if "guide_clean" in record:
-        parts.append(f"labels agree {record['label_agreement']:.1%}")
-    parts.append(f"lr {record['lr']:.3g}")
-    return "  ".join(parts)
-
-
 def cmd_train(args) -> int:
     from . import distributed, train
 
@@ -133,8 +120,11 @@ def cmd_train(args) -> int:
             print(f"training {cfg.method}: target {cfg.model}, guide {cfg.guide_model}, "
                   f"{cfg.dataset}, {cfg.epochs} epochs, batch {cfg.batch_size}{where} "
                   f"-> {args.out}", flush=True)
+        def report(record):
+            print(train.epoch_summary(record, cfg.epochs), flush=True)
+
         result = train.fit(cfg, out=args.out, progress=not args.no_progress and main,
-                           on_epoch=lambda r: print(epoch_line(r, cfg.epochs), flush=True))
+                           on_epoch=report)
         if main:
             (Path(args.out) / "history.json").write_text(json.dumps(result.history, indent=1))
             print(f"done: checkpoint in {Path(args.out) / train.CHECKPOINT}")

@@ -203,6 +203,8 @@ def prepare(cfg: Config, nets: Nets, device: torch.device) -> Nets:
     keep their parameters, their names and their state_dict keys."""
     ctx = distributed.context()
     channels_last = fast.use_channels_last(device, cfg.channels_last)
+    if device.type == "cuda":  # fixed batch shapes: let cuDNN pick its fastest kernels once
+        torch.backends.cudnn.benchmark = True
     views = {}
     for name in ("target", "guide"):
         net = getattr(nets, name)
@@ -309,6 +311,19 @@ def eval_epoch(cfg: Config, nets: Nets, x: torch.Tensor, y: torch.Tensor) -> dic
 
 def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+def epoch_summary(record: dict, epochs: int) -> str:
+    """One line about an epoch's record: what the command line prints and the lessons show."""
+    parts = [f"epoch {record['epoch']}/{epochs}",
+             f"{record.get('images_per_second', 0):.0f} img/s",
+             f"loss {record['loss']:.3f} (guide {record['guide_loss']:.3f}, "
+             f"target {record['target_loss']:.3f})",
+             f"clean {record['test_clean']:.1%}", f"PGD {record['test_pgd']:.1%}"]
+    if "guide_clean" in record:
+        parts.append(f"labels agree {record['label_agreement']:.1%}")
+    parts.append(f"lr {record['lr']:.3g}")
+    return "  ".join(parts)
 
 
 # -------------------------------------------------------------------------------- checkpoints
