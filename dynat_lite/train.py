@@ -96,8 +96,8 @@ PROFILES: dict[str, dict] = {
                   schedule="onecycle", n_eval=128, eval_steps=10),
     # A lab CPU: minutes on 10,000 CIFAR-10 images.
     "cpu": dict(dataset="cifar10", model="small-cnn", guide_model="small-cnn", n_train=10_000,
-                n_test=1000, epochs=4, batch_size=128, steps=3, step_size=3 / 255,
-                schedule="onecycle", n_eval=1000, eval_steps=10),
+                n_test=1000, epochs=2, batch_size=64, steps=3, step_size=3 / 255,
+                schedule="onecycle", n_eval=500, eval_steps=10),
     # A Colab GPU: ResNet-18 target and guide, the whole of CIFAR-10.
     "gpu": dict(dataset="cifar10", model="resnet18", guide_model="resnet18", n_train=None,
                 n_test=None, epochs=30, batch_size=128, steps=10, step_size=2 / 255,
