@@ -75,7 +75,9 @@ def image_grid(images, captions: Sequence[str] | None = None, *, cols: int = 8,
     captions = list(captions) if captions is not None else [""] * n
     if len(captions) != n:
         raise ValueError(f"Got {n} images but {len(captions)} captions.")
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=captions + [""] * (rows * cols - n),
+    # make_subplots skips empty titles, which would shift every later caption: pad with " ".
+    titles = [c or " " for c in captions] + [" "] * (rows * cols - n)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles,
                         horizontal_spacing=0.01, vertical_spacing=0.3 / rows + 0.02,
                         row_titles=list(row_titles) if row_titles is not None else None)
     for i, pic in enumerate(pics):
@@ -84,7 +86,7 @@ def image_grid(images, captions: Sequence[str] | None = None, *, cols: int = 8,
     for i, ann in enumerate(fig.layout.annotations[:n]):
         ann.font = dict(size=11, color=caption_colors[i] if caption_colors else "black")
     if row_titles is not None:
-        for ann in fig.layout.annotations[rows * cols:]:
+        for ann in fig.layout.annotations[len(titles):]:
             ann.update(x=-0.005, xanchor="right", textangle=-90, font=dict(size=13))
     _hide_axes(fig)
     fig.update_layout(title=dict(text=title), height=rows * size + 110,
@@ -107,8 +109,8 @@ def adversarial_examples(x, x_adv, truth, clean_pred, adv_pred, classes, *, eps:
     eps255 = eps * 255
     return image_grid(images, caps, cols=n, caption_colors=colors,
                       row_titles=["clean", f"perturbation ×{0.5 / eps:.0f}", "adversarial"],
-                      title=f"{title} (ε = {eps255:.3g}/255; caption: the model's prediction, "
-                            f"green right, red wrong)")
+                      title=f"{title} (ε = {eps255:.3g}/255)<br><sup>captions: the model's "
+                            f"prediction, green right, red wrong</sup>")
 
 
 # ------------------------------------------------------------------------------------- curves
@@ -175,6 +177,7 @@ def bar_comparison(results: Mapping[str, Mapping[str, float]], *,
     fig.update_layout(title=dict(text=title), barmode="group", xaxis_title=xaxis,
                       legend_title_text=legend, height=440, width=760)
     _percent_axis(fig, yaxis)
+    fig.update_yaxes(range=[0, 112], tickvals=[0, 20, 40, 60, 80, 100])  # room for the labels
     return fig
 
 
@@ -190,8 +193,9 @@ def probe_labels(images, labels, truth, confidence, classes, *, step: int | None
     right = int((labels == truth).sum())
     if title is None:
         when = f"at step {step}" if step is not None else ""
-        title = (f"Dynamic labels {when}: {right}/{len(labels)} agree with the ground truth "
-                 f"(green right, red wrong; % = the guide's confidence)")
+        title = (f"Dynamic labels {when}: {right} of {len(labels)} agree with the ground truth"
+                 f"<br><sup>green: label = ground truth, red: wrong; % = the guide's confidence"
+                 f"</sup>")
     return image_grid(images, caps, cols=cols, caption_colors=colors, title=title, size=80)
 
 
@@ -252,7 +256,8 @@ def label_flips(steps: Sequence[int], labels, truth, classes, *, current: int | 
                              hoverinfo="skip"))
     if current is not None:
         fig.add_vline(x=current, line=dict(color="black", width=2, dash="dash"))
-    fig.update_layout(title=dict(text=title + " (green right, red wrong, • a flip)"),
+    fig.update_layout(title=dict(text=title + "<br><sup>green: label right, red: wrong, "
+                                            "black dot: the label flipped at that step</sup>"),
                       xaxis_title="guide training step", yaxis_title="probe image",
                       height=420, width=900, showlegend=False)
     fig.update_yaxes(autorange="reversed")

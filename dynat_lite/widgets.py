@@ -213,6 +213,13 @@ def pgd_trajectory(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor
             "clean_probs": predict(model, x), "eps": eps}
 
 
+def _short(name: str) -> str:
+    """A caption-sized name: the text in the last parentheses ("CE to y (PGD-AT)" -> "PGD-AT")."""
+    if name.endswith(")") and "(" in name:
+        return name[name.rindex("(") + 1:-1]
+    return name
+
+
 def pgd_explorer(x: torch.Tensor, y: torch.Tensor, guide_labels: torch.Tensor,
                  classes: Sequence[str], trajectories: Mapping[str, dict], *,
                  image: int = 0) -> Explorer:
@@ -239,16 +246,22 @@ def pgd_explorer(x: torch.Tensor, y: torch.Tensor, guide_labels: torch.Tensor,
         imgs = [x[i]] + [viz.amplify(trajectories[n]["x"][t, i] - x[i], eps) for n in names] + \
                [trajectories[n]["x"][t, i] for n in names]
         preds = [int(trajectories[n]["probs"][t, i].argmax()) for n in names]
-        caps = (["clean"] + [f"δ: {n}" for n in names]
-                + [f"{n}: {classes[p]}" for n, p in zip(names, preds)])
-        colors = (["black"] * (1 + len(names))
+        short = [_short(n) for n in names]
+        first = trajectories[names[0]]
+        clean_probs = first["clean_probs"] if "clean_probs" in first else first["probs"][0]
+        clean_label = classes[int(clean_probs[i].argmax())]
+        caps = ([f"clean: {clean_label}"] + [f"δ {n}" for n in short]
+                + [f"{n}: {classes[p]}" for n, p in zip(short, preds)])
+        colors = ([viz.RIGHT if clean_label == classes[int(y[i])] else viz.WRONG]
+                  + ["black"] * len(names)
                   + [viz.RIGHT if p == int(y[i]) else viz.WRONG for p in preds])
         grid = viz.image_grid(torch.stack([torch.as_tensor(im) for im in imgs]), caps,
                               cols=len(imgs), caption_colors=colors, size=110,
-                              title=f"Image #{i} after {t} PGD steps: perturbation (amplified) and "
-                                    f"adversarial image per objective")
-        clean_probs = trajectories[names[0]].get("clean_probs")
-        probs = {} if clean_probs is None else {"clean": clean_probs[i].tolist()}
+                              title=f"Image #{i} (truth: {classes[int(y[i])]}) after {t} PGD "
+                                    f"steps<br><sup>the perturbation δ (amplified) and the "
+                                    f"adversarial image of each objective, with the target's "
+                                    f"prediction</sup>")
+        probs = {"clean": clean_probs[i].tolist()}
         probs.update({n: trajectories[n]["probs"][t, i].tolist() for n in names})
         bars = viz.probabilities(probs, classes, truth=int(y[i]), label=int(guide_labels[i]),
                                  title=f"The target's prediction on image #{i} at step {t}")

@@ -1,0 +1,143 @@
+"""The lessons 00-04, executed by papermill with the smoke profile on synthetic data.
+
+Each lesson runs in a fresh kernel with cwd notebooks/ (as `make run`), writes its results to a
+JSON file in pytest's tmp_path, and shares trained models with the later lessons through one
+folder (so 04 evaluates the targets that 03 trained). Every lesson also runs alone: it trains
+what it does not find. The assertions are about the stories the lessons tell.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import math
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from conftest import REPO
+
+NOTEBOOKS = REPO / "notebooks"
+LESSONS = ["00_threat_model", "01_dynamic_labels", "02_inner_optimizer", "03_dynat_training",
+           "04_evaluation"]
+CELL_TIMEOUT = 900  # seconds per cell: a generous bound for a loaded 2-core machine
+SETUP_LINES = ("from dynat_lite.notebook import setup", "ENV = setup()")
+BADGE = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]("
+
+
+def read(name: str):
+    return nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+
+
+# --------------------------------------------------------------------------- structure (fast)
+@pytest.mark.parametrize("name", LESSONS)
+def test_lesson_structure(name):
+    nb = read(name)
+    cells = nb.cells
+    assert cells[0].cell_type == "markdown" and BADGE in cells[0].source
+    code = [c for c in cells if c.cell_type == "code"]
+    assert all(line in code[0].source for line in SETUP_LINES), "set-up must be the first code cell"
+    tagged = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    assert tagged[0] is code[1], "the parameters cell follows the set-up cell"
+    params = {}
+    for stmt in ast.parse(tagged[0].source).body:
+        assert isinstance(stmt, ast.Assign), f"only assignments in the parameters cell: {stmt}"
+        params[stmt.targets[0].id] = ast.literal_eval(stmt.value)  # literals only
+    assert {"PROFILE", "DATASET", "DEVICE", "SEED", "OUT_DIR", "MODELS_DIR"} <= set(params)
+    assert params["PROFILE"] in ("smoke", "cpu", "gpu")
+    for c in code:
+        assert not c.get("outputs") and c.get("execution_count") is None, "commit without outputs"
+    assert "what to try next" in cells[-1].source.lower()
+
+
+# ------------------------------------------------------------------------- papermill runs (slow)
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+def run_lesson(name: str, tmp_path: Path, models_dir: Path, monkeypatch, **params) -> dict:
+    papermill = pytest.importorskip("papermill")
+    monkeypatch.setenv("DYNAT_HEADLESS", "1")  # widgets also draw their default view
+    out_dir = tmp_path / name
+    output = tmp_path / f"{name}.ipynb"
+    papermill.execute_notebook(
+        str(NOTEBOOKS / f"{name}.ipynb"), str(output), cwd=str(NOTEBOOKS), kernel_name="python3",
+        parameters=dict(PROFILE="smoke", DATASET="synthetic", DEVICE="cpu", SEED=0,
+                        OUT_DIR=str(out_dir), MODELS_DIR=str(models_dir), **params),
+        execution_timeout=CELL_TIMEOUT, progress_bar=False)
+    result = json.loads((out_dir / "results.json").read_text())
+    result["_output"] = nbformat.read(output, as_version=4)
+    return result
+
+
+def plotly_outputs(nb) -> int:
+    return sum("application/vnd.plotly.v1+json" in o.get("data", {})
+               for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_00_threat_model(tmp_path, models_dir, monkeypatch):
+    r = run_lesson("00_threat_model", tmp_path, models_dir, monkeypatch)
+    assert r["clean"] > 0.5, "the standard model learned the synthetic classes"
+    assert r["pgd"] <= r["fgsm"] <= r["clean"]
+    pgd_curve = r["acc_pgd_vs_eps"]
+    assert math.isclose(pgd_curve[0], r["clean"]), "at eps = 0 the attack changes nothing"
+    assert pgd_curve[-1] < pgd_curve[0], "accuracy falls as eps grows"
+    assert plotly_outputs(r["_output"]) >= 4
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_01_dynamic_labels(tmp_path, models_dir, monkeypatch):
+    r = run_lesson("01_dynamic_labels", tmp_path, models_dir, monkeypatch)
+    agreement = r["agreement"]
+    assert len(agreement) == len(r["steps"]) > 5
+    assert agreement[0] < 0.35, "an untrained guide's labels are weak"
+    assert agreement[-1] > agreement[0] + 0.3, "the labels grow strong over training"
+    # The headless explorer drew its default view: probe grid, agreement, confusion, flips.
+    assert plotly_outputs(r["_output"]) >= 4 + 3
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_02_inner_optimizer(tmp_path, models_dir, monkeypatch):
+    r = run_lesson("02_inner_optimizer", tmp_path, models_dir, monkeypatch)
+    assert len(r["mean_loss"]) == 3
+    for name, loss in r["mean_loss"].items():
+        assert loss[-1] > loss[0], f"PGD raises its own loss ({name})"
+    for name, still in r["still_attacked_label_vs_steps"].items():
+        assert still[-1] <= still[0], f"more steps do not weaken the attack ({name})"
+    assert 0 <= r["n_disagree"] <= r["n_images"]
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_03_dynat_training(tmp_path, models_dir, monkeypatch):
+    r = run_lesson("03_dynat_training", tmp_path, models_dir, monkeypatch)
+    assert math.isclose(r["loss_by_hand"], r["loss_library"], rel_tol=1e-5)
+    final = r["final"]
+    assert final["DYNAT"]["pgd"] > final["standard"]["pgd"], "DYNAT's target is more robust"
+    beta = r["beta"]
+    guide, target = beta["guide's gradient"], beta["target's gradient"]
+    assert max(guide) - min(guide) <= 1e-4 * max(guide), "beta leaves the guide's gradient alone"
+    zero = beta["betas"].index(0.0)
+    assert target[zero] == 0 and target[-1] > target[zero]
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_04_evaluation(tmp_path, models_dir, monkeypatch):
+    r = run_lesson("04_evaluation", tmp_path, models_dir, monkeypatch)
+    assert set(r["table"]) == {"standard", "PGD-AT", "DYNAT"}
+    for name, row in r["table"].items():
+        assert row["pgd20"] <= row["fgsm"] <= row["clean"], name
+        if "cw" in row:
+            assert row["cw"] <= row["clean"], name
+    for name, curve in r["curves"].items():
+        assert curve["PGD-10"][0] == curve["FGSM"][0], "eps = 0 is the clean accuracy"
+        assert curve["PGD-10"][-1] <= curve["PGD-10"][0], name
