@@ -5,11 +5,11 @@ from dynat_lite import data, labels, train
 
 
 def test_train_guide_records_labels_and_learns():
-    cfg = train.config("smoke", n_train=256, n_test=64, epochs=2, batch_size=32, lr=0.05)
-    ds = data.load("synthetic", n_train=256, n_test=64, seed=0)
+    cfg = train.config("smoke", n_train=128, n_test=32, epochs=2, batch_size=32, lr=0.05)
+    ds = data.load("synthetic", n_train=128, n_test=32, seed=0)
     probe_x, probe_y = ds.x_test[:32], ds.y_test[:32]
     guide, rec = labels.train_guide(cfg, probe_x, probe_y, every=3, dataset=ds)
-    total = 2 * (256 // 32)
+    total = 2 * (128 // 32)
     assert rec.steps[0] == 0 and rec.steps[-1] == total
     assert rec.steps == sorted(set(rec.steps))
     assert all(s % 3 == 0 for s in rec.steps[:-1])
