@@ -230,9 +230,11 @@ def augment(x: torch.Tensor, generator: torch.Generator, *, pad: int = 4,
     every device for the same seed.
     """
     n, c, h, w = x.shape
-    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    mirror = (torch.rand(n, generator=generator) < 0.5).to(x.device) if flip else None
+    # non_blocking: a plain copy to a GPU waits for all queued GPU work (a host sync per batch).
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device, non_blocking=True)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device, non_blocking=True)
+    mirror = ((torch.rand(n, generator=generator) < 0.5).to(x.device, non_blocking=True)
+              if flip else None)
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     rows = oy[:, None] + torch.arange(h, device=x.device)            # (n, h)
     cols = ox[:, None] + torch.arange(w, device=x.device)            # (n, w)
