@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -34,23 +35,57 @@ def chromium_executable() -> str | None:
     return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
 
 
+class Chromium:
+    """A headless Chromium owned by one worker thread of its own.
+
+    Playwright's sync API refuses to run in a thread whose asyncio loop is running, and the
+    main thread of a test session may have one left by a notebook executed in-process (papermill,
+    nbclient). So every browser call goes through :meth:`run`, on the worker thread.
+    """
+
+    def __init__(self, executable: str):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chromium")
+        self._pool.submit(self._start, executable).result()
+
+    def _start(self, executable: str) -> None:
+        from playwright.sync_api import sync_playwright
+
+        self._playwright = sync_playwright().start()
+        try:
+            self.browser = self._playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        except Exception:
+            self._playwright.stop()
+            raise
+
+    def run(self, fn, *args, **kwargs):
+        """``fn(browser, *args, **kwargs)`` on the browser's thread; its result or its exception."""
+        return self._pool.submit(fn, self.browser, *args, **kwargs).result()
+
+    def close(self) -> None:
+        def stop():
+            self.browser.close()
+            self._playwright.stop()
+
+        self._pool.submit(stop).result()
+        self._pool.shutdown()
+
+
 @pytest.fixture(scope="session")
 def chromium():
-    """A headless Chromium browser, or a skip that says what is missing."""
+    """A :class:`Chromium`, or a skip that says what is missing."""
     try:
-        from playwright.sync_api import Error, sync_playwright
+        from playwright.sync_api import Error
     except ImportError:
         pytest.skip("Playwright is not installed: pip install -e '.[test]' (make test does it)")
     exe = chromium_executable()
     if exe is None:
         pytest.skip("no Chromium found: apt-get install chromium (or set DYNAT_CHROMIUM to a browser)")
-    with sync_playwright() as p:
-        try:
-            browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-        except Error as exc:
-            pytest.skip(f"Chromium at {exe} did not start: {exc}".splitlines()[0])
-        yield browser
-        browser.close()
+    try:
+        browser = Chromium(exe)
+    except Error as exc:
+        pytest.skip(f"Chromium at {exe} did not start: {exc}".splitlines()[0])
+    yield browser
+    browser.close()
 
 
 def save_screenshot(png: bytes, name: str, tmp_dir: Path) -> list[Path]:

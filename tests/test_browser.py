@@ -141,7 +141,7 @@ def test_label_explorer_renders_and_follows_the_slider(lab, chromium, tmp_path):
     source = LESSON if LESSON.exists() else FIXTURE
     notebook = root / "notebooks" / source.name
     _prepare(source, notebook)
-    _check_explorer(chromium, f"{base}/lab/tree/notebooks/{source.name}?token={token}&reset", tmp_path, "lab")
+    chromium.run(_check_explorer, f"{base}/lab/tree/notebooks/{source.name}?token={token}&reset", tmp_path, "lab")
 
 
 def test_colab_renderer_draws_inside_widgets(lab, chromium, tmp_path):  # noqa: F811
@@ -163,13 +163,16 @@ def test_colab_renderer_draws_inside_widgets(lab, chromium, tmp_path):  # noqa: 
     ))
     nbformat.write(nb, root / "notebooks" / "colab_renderer.ipynb")
     _prepare(root / "notebooks" / "colab_renderer.ipynb", root / "notebooks" / "colab_renderer.ipynb")
-    _check_explorer(chromium, f"{base}/lab/tree/notebooks/colab_renderer.ipynb?token={token}&reset",
-                    tmp_path, "colab-renderer")
+    chromium.run(_check_explorer, f"{base}/lab/tree/notebooks/colab_renderer.ipynb?token={token}&reset",
+                 tmp_path, "colab-renderer")
 
 
-def _check_explorer(chromium, url: str, tmp_path: Path, name: str) -> None:  # noqa: F811
-    """Open ``url``, run all cells, check the explorer and its figure, move the slider, screenshot."""
-    page = chromium.new_page(viewport={"width": 1400, "height": 2400})
+def _check_explorer(browser, url: str, tmp_path: Path, name: str) -> None:
+    """Open ``url``, run all cells, check the explorer and its figure, move the slider, screenshot.
+
+    Runs on the browser's own thread (``chromium.run``).
+    """
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
     console = []
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
     page.goto(url, timeout=120_000)

@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from browser_support import chromium, chromium_executable  # noqa: F401  (chromium is a fixture)
+from browser_support import chromium  # noqa: F401  (a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -62,15 +62,21 @@ def test_plotly_outputs_inside_widgets_get_html_too(exported):
 @pytest.mark.browser
 def test_page_draws_its_figures_in_headless_chromium(exported, chromium):  # noqa: F811
     page_path, nb = exported
-    page = chromium.new_page()
+    figures, drawn, visible = chromium.run(_open_and_count, page_path)
+    assert figures >= export_html.count_page_figures(nb) >= 1
+    assert drawn == figures, f"only {drawn} of {figures} plotly figures were drawn"
+    assert visible
+
+
+def _open_and_count(browser, page_path: Path):
+    """(plotly figures on the page, those drawn with an SVG, whether the first is visible)."""
+    page = browser.new_page()
     try:
         page.goto(page_path.resolve().as_uri(), wait_until="load", timeout=60_000)
         page.wait_for_function("() => window.Plotly !== undefined", timeout=60_000)
-        drawn = page.locator(".js-plotly-plot svg.main-svg").count()
-        # Plotly draws each figure into two stacked main-svg layers: count figures, not layers.
-        figures = page.locator(".js-plotly-plot").count()
-        assert figures >= export_html.count_page_figures(nb)
-        assert drawn >= figures
-        assert page.locator(".js-plotly-plot").first.is_visible()
+        plots = page.locator(".js-plotly-plot")
+        drawn = page.evaluate("() => Array.from(document.querySelectorAll('.js-plotly-plot'))"
+                              ".filter(gd => gd.querySelector('svg.main-svg')).length")
+        return plots.count(), drawn, plots.first.is_visible()
     finally:
         page.close()

@@ -111,7 +111,18 @@ def write_index(pages: list[Path], out_dir: Path) -> Path:
 # --- checking a page in a browser ----------------------------------------------------------
 
 def drawn_figures(page_path: Path, executable: str, timeout_ms: int = 60_000) -> int:
-    """Open a page in headless Chromium and count the plotly figures that were drawn (have an SVG)."""
+    """Open a page in headless Chromium and count the plotly figures that were drawn (have an SVG).
+
+    Runs on a thread of its own: Playwright's sync API refuses a thread whose asyncio loop is
+    running, as papermill may leave the main thread's.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(_drawn_figures, page_path, executable, timeout_ms).result()
+
+
+def _drawn_figures(page_path: Path, executable: str, timeout_ms: int) -> int:
     from playwright.sync_api import sync_playwright
 
     args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
