@@ -108,15 +108,17 @@ def _random_images(n: int, seed: int = 0):
     return torch.rand(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
-def _bench_config(target: str, size: Size, device: torch.device, compile: bool) -> train.Config:
-    return train.config("paper", model=target, guide_model=GUIDE, batch_size=size.batch,
+def _bench_config(target: str, size: Size, device: torch.device, compile: bool,
+                  guide: str = GUIDE) -> train.Config:
+    return train.config("paper", model=target, guide_model=guide, batch_size=size.batch,
                         steps=size.steps, device=str(device), compile=compile)
 
 
-def time_fast(target: str, size: Size, device: torch.device, compile: bool = False) -> float:
+def time_fast(target: str, size: Size, device: torch.device, compile: bool = False,
+              guide: str = GUIDE) -> float:
     """Images per second of ``train.train_epoch`` (the fast step) on ``size.iters`` batches,
     after ``size.warmup`` batches."""
-    cfg = _bench_config(target, size, device, compile)
+    cfg = _bench_config(target, size, device, compile, guide)
     nets = train.prepare(cfg, train.build(cfg, 10, device), device)
     optimizer = train.make_optimizer(cfg, nets)
     if size.warmup:
@@ -131,9 +133,9 @@ def time_fast(target: str, size: Size, device: torch.device, compile: bool = Fal
     return size.iters * size.batch / (time.perf_counter() - t0)
 
 
-def time_reference(target: str, size: Size, device: torch.device) -> float:
+def time_reference(target: str, size: Size, device: torch.device, guide: str = GUIDE) -> float:
     """Images per second of the faithful float32 reference step, timed like ``time_fast``."""
-    cfg = _bench_config(target, size, device, compile=False)
+    cfg = _bench_config(target, size, device, compile=False, guide=guide)
     nets = train.build(cfg, 10, device)   # float32, NCHW, eager
     optimizer = train.make_optimizer(cfg, nets)
     x, y = _random_images((size.warmup + size.iters) * size.batch)
@@ -192,7 +194,8 @@ class Row:
     cifar10_epoch_s: float
 
 
-def run(device: str = "auto", compile: str = "auto", targets=TARGETS, print=print) -> dict:
+def run(device: str = "auto", compile: str = "auto", targets=TARGETS, guide: str = GUIDE,
+        print=print) -> dict:
     """Measure everything, print a report, return the figures as a dict."""
     dev = train.resolve_device(device)
     if dev.type == "cuda":
@@ -201,22 +204,22 @@ def run(device: str = "auto", compile: str = "auto", targets=TARGETS, print=prin
     peak, peak_dtype = matmul_peak(dev)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
-    print(f"dynat-lite bench: DYNAT step (guide {GUIDE}), torch {torch.__version__}, "
+    print(f"dynat-lite bench: DYNAT step (guide {guide}), torch {torch.__version__}, "
           f"{dev.type}: {name}")
     print(f"measured matmul peak: {peak / 1e12:.3g} TFLOP/s ({peak_dtype})")
     rows = []
     for target in targets:
         size = sizes(dev, target)
-        flops = step_flops(target, GUIDE, size.steps)
-        fast_ips = time_fast(target, size, dev)
+        flops = step_flops(target, guide, size.steps)
+        fast_ips = time_fast(target, size, dev, guide=guide)
         compiled_ips = None
         if use_compile:
             try:
-                compiled_ips = time_fast(target, size, dev, compile=True)
+                compiled_ips = time_fast(target, size, dev, compile=True, guide=guide)
             except Exception as err:  # a compiler missing or failing: say so, go on
                 print(f"  torch.compile failed for {target} ({type(err).__name__}: {err}); "
                       f"eager figures only")
-        ref_ips = time_reference(target, size, dev)
+        ref_ips = time_reference(target, size, dev, guide)
         best = max(fast_ips, compiled_ips or 0.0)
         rows.append(Row(
             target, size.batch, size.steps, flops / 1e9, fast_ips, fast_ips * flops / peak,

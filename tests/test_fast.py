@@ -128,7 +128,7 @@ def test_bench_flop_count_matches_the_issue_and_is_linear_in_steps():
 
 
 def test_bench_runs_end_to_end_on_a_small_target(capsys):
-    figures = bench.run("cpu", compile="off", targets=("small-cnn",))
+    figures = bench.run("cpu", compile="off", targets=("small-cnn",), guide="small-cnn")
     row, = figures["rows"]
     assert row["target"] == "small-cnn" and row["fast_img_s"] > 0 and row["speedup"] > 0
     assert "small-cnn" in capsys.readouterr().out
