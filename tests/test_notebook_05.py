@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO
 
 NOTEBOOK = REPO / "notebooks" / "05_wrn34_10_gpu.ipynb"
-BADGE = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](COLAB_URL)"
+BADGE = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]("
 SETUP = '''# Set-up: in JupyterLab the package is already installed; on Colab, install it.
 try:
     import dynat_lite
