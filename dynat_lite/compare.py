@@ -49,7 +49,10 @@ def evaluate_method(result: train.Result, *, n_eval: int, attacks, seed: int,
     x, y = result.dataset.x_test[:n_eval], result.dataset.y_test[:n_eval]
     report = robustness_report(result.target, x, y, attacks=attacks, seed=seed,
                                checks=n_check != 0, n_check=n_check)
-    log(str(report))
+    log("  " + ", ".join(f"{ATTACK_TITLES.get(k, k)} {v:.1%}" for k, v in report.accuracy.items())
+        + f" ({sum(report.seconds.values()):.0f} s)"
+        + ("" if not report.checks else "; sanity checks: " + ("ok" if report.ok else
+           "FAILED: " + "; ".join(c.name for c in report.failed))))
     saved = {"settings": settings, **report.to_dict()}
     if cache is not None:
         cache.write_text(json.dumps(saved, indent=1))
