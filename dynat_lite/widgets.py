@@ -71,7 +71,9 @@ class Explorer:
         rows, i = [], 0
         for n in layout:
             panes = self.outputs[i:i + n]
-            rows.append(panes[0] if n == 1 else W.HBox(panes))
+            # Side by side when there is room, wrapped one under the other when there is not.
+            rows.append(panes[0] if n == 1 else
+                        W.HBox(panes, layout=W.Layout(flex_flow="row wrap")))
             i += n
         header = [W.HTML(f"<b>{title}</b>")] if title else []
         self.box = W.VBox(header + [W.HBox(self.controls)] + rows)
