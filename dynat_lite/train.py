@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import os
 import tempfile
 import time
@@ -393,6 +395,27 @@ def _comparable(d: dict) -> dict:
         raise CheckpointError(f"The checkpoint's config cannot be read by this version of "
                               f"dynat-lite ({err}).") from err
     return {k: v for k, v in full.items() if k not in RUNTIME_FIELDS}
+
+
+def run_folder(cfg: Config, root: str | Path) -> Path:
+    """The folder under ``root`` for the run ``cfg`` describes: the method's name and a hash of
+    the config (the runtime fields left out), so a changed setting never finds a stale model."""
+    key = {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS}
+    tag = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return Path(root) / f"{cfg.method}-{tag}"
+
+
+def fit_or_load(cfg: Config, root: str | Path, **fit_options) -> Result:
+    """``fit`` in ``run_folder(cfg, root)``: a finished run there is loaded (no training), an
+    interrupted one resumed, a missing one trained; says which. How the lessons share models."""
+    out = run_folder(cfg, root)
+    ckpt = out / CHECKPOINT
+    if ckpt.exists() and load_checkpoint(ckpt)["epoch"] >= cfg.epochs:
+        print(f"{cfg.method}: loading the trained model from {out}")
+    else:
+        print(f"{cfg.method}: no trained model in {out} yet; training it now "
+              f"({cfg.epochs} epochs)")
+    return fit(cfg, out=out, **fit_options)
 
 
 def fit(cfg: Config, *, out: str | Path | None = None, dataset: data_lib.Dataset | None = None,

@@ -146,3 +146,19 @@ def test_dynat_learns_on_real_cifar10():
     # The target, trained only on the guide's labels, is clearly above chance (0.10; with 300
     # test images one standard error is under 0.02).
     assert last["test_clean"] >= 0.18
+
+
+def test_fit_or_load_trains_once_then_loads(tmp_path, tiny_data, capsys):
+    cfg = _tiny_config(epochs=1)
+    first = train.fit_or_load(cfg, tmp_path, dataset=tiny_data, progress=False)
+    assert "training it now" in capsys.readouterr().out
+    again = train.fit_or_load(cfg, tmp_path, dataset=tiny_data, progress=False)
+    assert "loading the trained model" in capsys.readouterr().out
+    assert again.history == first.history
+    for p, q in zip(first.target.state_dict().values(), again.target.state_dict().values()):
+        assert torch.equal(p, q)
+    # The folder depends on what the run computes, not on where it runs.
+    assert train.run_folder(cfg, tmp_path) == train.run_folder(
+        _tiny_config(epochs=1, device="cpu", amp=False), tmp_path)
+    assert train.run_folder(cfg, tmp_path) != train.run_folder(_tiny_config(epochs=1, seed=1),
+                                                               tmp_path)
