@@ -293,7 +293,9 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     check_budget(eps, 0, 0)
     _check_labels(x, y)
     device = next(model.parameters()).device
-    x, y = x.detach().float().to(device), y.to(device)
+    # Contiguous NCHW: AutoAttack calls ``.view`` on the input's gradient, which fails when the
+    # images carry channels-last strides (e.g. permuted from NHWC arrays).
+    x, y = x.detach().float().to(device).contiguous(), y.to(device)
     with eval_mode(model), torch.autocast(device.type, enabled=False):
         adversary, package = _build_autoattack(model, eps, version, seed, device,
                                                n_target_classes)

@@ -69,7 +69,8 @@ def load(name: str, *, root: str | Path = "data", n_train: int | None = None,
 
 def images_from_uint8(x: np.ndarray) -> torch.Tensor:
     """uint8 NHWC array -> float32 NCHW tensor in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().div_(255)
+    nchw = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).contiguous()
+    return nchw.float().div_(255)  # contiguous NCHW, not a channels-last view of the array
 
 
 def _subset(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int):

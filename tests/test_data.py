@@ -44,6 +44,8 @@ def test_npz_loads_as_float_nchw_and_stratified_subsets_keep_proportions(tmp_pat
                           torch.from_numpy(arrays["x_train"][5]).float())
     sub = data.load(str(tmp_path / "d.npz"), n_train=30, n_test=9, seed=1)
     assert len(sub.y_train) == 30 and len(sub.y_test) == 9
+    # Plain NCHW layout, not channels-last views of the NHWC arrays (AutoAttack needs it).
+    assert all(t.is_contiguous() for t in (ds.x_train, ds.x_test, sub.x_train, sub.x_test))
     assert torch.bincount(sub.y_train).tolist() == [10, 10, 10]
     assert torch.bincount(sub.y_test).tolist() == [3, 3, 3]
     # A subset is made of examples of the full set.

@@ -61,6 +61,19 @@ def test_autoattack_agrees_with_pgd_on_a_model_it_breaks(correct_batch):
     assert not net.training
 
 
+def test_autoattack_takes_images_laid_out_as_loaded_from_nhwc_arrays(correct_batch):
+    """Images permuted from NHWC arrays (channels-last strides) give the same result as
+    contiguous ones; AutoAttack itself calls ``.view`` on the input's gradient."""
+    net, x, y = correct_batch
+    x_nhwc = x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    assert not x_nhwc.is_contiguous()
+    eps = 1 / 255  # small: points survive APGD-CE, so APGD-T runs on them too
+    x_aa = attacks.autoattack(net, x, y, eps=eps, version="fast", seed=0)
+    x_aa_nhwc = attacks.autoattack(net, x_nhwc, y, eps=eps, version="fast", seed=0)
+    assert 0 < _acc(net, x_aa, y)
+    torch.testing.assert_close(x_aa_nhwc, x_aa)
+
+
 def test_autoattack_rejects_an_unknown_version(correct_batch):
     net, x, y = correct_batch
     with pytest.raises(ValueError, match="version"):
