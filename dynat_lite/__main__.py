@@ -52,6 +52,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile both networks")
     p.add_argument("--no-amp", action="store_true", help="float32 on CUDA too (no bf16)")
     p.add_argument("--no-fast", action="store_true", help="the plain step instead of the fast one")
+    p.add_argument("--no-channels-last", dest="no_channels_last", action="store_true",
+                   help="keep the default memory layout (channels_last is used on CUDA and CPU)")
     p.add_argument("--data-root", dest="data_root", help="where datasets download (default data)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -68,7 +70,8 @@ def _evaluate_parser(sub) -> None:
     p.add_argument("--dataset", help="default: the run's own dataset")
     p.add_argument("--data-root", dest="data_root", help="where datasets download")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=256)
+    p.add_argument("--batch-size", dest="batch_size", type=int,
+                   help="images per batch (default: 256 on a GPU, 64 on a CPU)")
     p.add_argument("--checks", action="store_true", help="also run the sanity checks")
     p.add_argument("--json", help="write the accuracies to this JSON file")
 
@@ -99,6 +102,8 @@ def train_config(args):
         overrides["amp"] = False
     if args.no_fast:
         overrides["fast"] = False
+    if args.no_channels_last:
+        overrides["channels_last"] = False
     ckpt = Path(args.out) / train.CHECKPOINT
     if args.profile is None and ckpt.exists():
         base = train.load_checkpoint(ckpt)["config"]

@@ -61,8 +61,23 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def default_batch_size(device: torch.device) -> int:
+    """Images per evaluation batch when none is given: 256 on a GPU; 64 on a CPU, where a small
+    batch stays in cache (PGD-10 on the small CNN runs about 1.5x faster than with 256 on 2
+    cores)."""
+    return 256 if torch.device(device).type == "cuda" else 64
+
+
+def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int | None, device: torch.device):
+    """(x, y) in float32 batches on ``device`` (``batch_size`` None: ``default_batch_size``)."""
+    size = batch_size or default_batch_size(device)
+    for i in range(0, len(y), size):
+        yield x[i:i + size].to(device).float(), y[i:i + size].to(device)
+
+
 def correct_under(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "clean", *,
-                  eps: float = 8 / 255, batch_size: int = 256, seed: int = 0) -> torch.Tensor:
+                  eps: float = 8 / 255, batch_size: int | None = None,
+                  seed: int = 0) -> torch.Tensor:
     """Per-example booleans (on the CPU): is the model right on the attacked image?
 
     Runs on the model's device, in float32 (autocast off), in eval mode; the attack's random
@@ -74,8 +89,7 @@ def correct_under(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: st
     generator = torch.Generator(device=device).manual_seed(seed)
     out = []
     with eval_mode(model), torch.autocast(device.type, enabled=False):
-        for i in range(0, len(y), batch_size):
-            xb, yb = x[i:i + batch_size].to(device).float(), y[i:i + batch_size].to(device)
+        for xb, yb in _batches(x, y, batch_size, device):
             x_adv = ATTACKS[attack](model, xb, yb, eps, generator)
             with torch.no_grad():
                 out.append((model(x_adv).argmax(1) == yb).cpu())
@@ -83,8 +97,8 @@ def correct_under(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: st
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-             attacks=("clean", "fgsm", "pgd20"), eps: float = 8 / 255, batch_size: int = 256,
-             seed: int = 0) -> dict[str, float]:
+             attacks=("clean", "fgsm", "pgd20"), eps: float = 8 / 255,
+             batch_size: int | None = None, seed: int = 0) -> dict[str, float]:
     """Accuracy (a fraction in [0, 1]) under each attack, e.g. {"clean": .9, "pgd20": .4}."""
     return {name: correct_under(model, x, y, name, eps=eps, batch_size=batch_size,
                                 seed=seed).float().mean().item()
@@ -129,8 +143,7 @@ def _accuracy_pgd(model, x, y, *, eps, steps, seed, batch_size, step_size=None,
     step = step_size if step_size is not None else max(eps / 4, 2 / 255)
     out = []
     with eval_mode(model), torch.autocast(device.type, enabled=False):
-        for i in range(0, len(y), batch_size):
-            xb, yb = x[i:i + batch_size].to(device).float(), y[i:i + batch_size].to(device)
+        for xb, yb in _batches(x, y, batch_size, device):
             x_adv = pgd(model, xb, yb, eps=eps, step_size=min(step, 1.0), steps=steps,
                         random_start=random_start if eps > 0 else None, generator=generator)
             with torch.no_grad():
@@ -139,7 +152,7 @@ def _accuracy_pgd(model, x, y, *, eps, steps, seed, batch_size, step_size=None,
 
 
 def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                           batch_size: int = 256) -> float:
+                           batch_size: int | None = None) -> float:
     """Fraction of examples whose input gradient of CE(f(x), y) is exactly zero everywhere.
 
     A differentiable classifier almost never has one; a model that hides its gradient (a
@@ -149,9 +162,8 @@ def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *
     device = model_device(model)
     zero = 0
     with eval_mode(model), torch.autocast(device.type, enabled=False):
-        for i in range(0, len(y), batch_size):
-            xb = x[i:i + batch_size].to(device).float().requires_grad_(True)
-            yb = y[i:i + batch_size].to(device)
+        for xb, yb in _batches(x, y, batch_size, device):
+            xb.requires_grad_(True)
             with torch.enable_grad():
                 loss = F.cross_entropy(model(xb).float(), yb, reduction="sum")
                 grad, = torch.autograd.grad(loss, xb, allow_unused=True)
@@ -163,7 +175,7 @@ def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *
 
 
 def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255,
-                  seed: int = 0, batch_size: int = 256, correct: dict | None = None,
+                  seed: int = 0, batch_size: int | None = None, correct: dict | None = None,
                   max_zero_grad: float = 0.01, unbounded_max: float = 0.02) -> list[Check]:
     """The checks a trustworthy robustness evaluation passes (Carlini et al., "On Evaluating
     Adversarial Robustness", 2019; Athalye et al., ICML 2018), on the images ``x``:
@@ -303,7 +315,7 @@ class Report:
 
 def robustness_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                       attacks=("clean", "pgd20", "cw", "aa_fast"), eps: float = 8 / 255,
-                      batch_size: int = 256, seed: int = 0, checks: bool = True,
+                      batch_size: int | None = None, seed: int = 0, checks: bool = True,
                       n_check: int | None = 200) -> Report:
     """Accuracy under each attack on (x, y), the per-example worst case over all of them (an
     example counts as robust only if it survives every attack), and the sanity checks of

@@ -11,7 +11,7 @@ gives, on the CPU, bit-identical weights to an uninterrupted run. How a run is e
 bf16, channels_last, torch.compile, the fast step, where the data lives) may change between
 the two calls: a run started on a laptop can go on on a GPU.
 
-DYNAT's training step is the fast one of ``fast.py`` (bf16 autocast and channels_last on CUDA,
+DYNAT's training step is the fast one of ``fast.py`` (bf16 autocast on CUDA, channels_last,
 no host synchronization, optional ``torch.compile``); under ``torchrun`` each process trains on
 its slice of every global batch (``distributed.py``).
 """
@@ -72,7 +72,7 @@ class Config:
     device: str = "auto"              # "auto": CUDA if available, else CPU
     amp: bool = True                  # bf16 autocast on CUDA (never on the CPU)
     fast: bool = True                 # the fast step of fast.py where the method has one
-    channels_last: bool = True        # channels_last memory format on CUDA (never on the CPU)
+    channels_last: bool = True        # channels_last memory format (CUDA and CPU)
     compile: bool = False             # torch.compile both networks (CUDA; minutes of warm-up)
     data_root: str = "data"
 
@@ -97,14 +97,14 @@ PROFILES: dict[str, dict] = {
                   n_test=256, epochs=2, batch_size=64, steps=2, step_size=4 / 255,
                   schedule="onecycle", n_eval=128, eval_steps=10),
     # A lab CPU: minutes on 8,000 CIFAR-10 images (lesson 03 trains PGD-AT and DYNAT in about
-    # 4 minutes on 2 cores); PGD-2 with steps of half the budget in training, PGD-10 to evaluate.
+    # 4 minutes on 2 cores); PGD-2 with steps of half the budget in training, PGD-20 to evaluate.
     "cpu": dict(dataset="cifar10", model="small-cnn", guide_model="small-cnn", n_train=8000,
                 n_test=1000, epochs=2, batch_size=64, steps=2, step_size=4 / 255,
-                schedule="onecycle", n_eval=500, eval_steps=10),
+                schedule="onecycle", n_eval=500, eval_steps=20),
     # A Colab GPU: ResNet-18 target and guide, the whole of CIFAR-10.
     "gpu": dict(dataset="cifar10", model="resnet18", guide_model="resnet18", n_train=None,
                 n_test=None, epochs=30, batch_size=128, steps=10, step_size=2 / 255,
-                schedule="piecewise", n_eval=1000, eval_steps=10),
+                schedule="piecewise", n_eval=1000, eval_steps=20),
     # The paper's settings (DESIGN.md): WRN-34-10 target, ResNet-18 guide, 100 epochs.
     "paper": dict(dataset="cifar10", model="wrn-34-10", guide_model="resnet18", n_train=None,
                   n_test=None, epochs=100, batch_size=128, lr=0.1, momentum=0.9,
@@ -201,7 +201,7 @@ def build(cfg: Config, num_classes: int, device: torch.device) -> Nets:
 
 def prepare(cfg: Config, nets: Nets, device: torch.device) -> Nets:
     """Arrange ``nets`` for the training step, in place: global-batch batch norm under torchrun,
-    channels_last weights on CUDA, ``torch.compile`` if ``cfg.compile``, the DDP wrapper under
+    channels_last weights (CUDA, CPU), ``torch.compile`` if ``cfg.compile``, the DDP wrapper under
     torchrun. Call it before the optimizer is made and the checkpoint is loaded; the networks
     keep their parameters, their names and their state_dict keys."""
     ctx = distributed.context()
@@ -365,7 +365,9 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
 
 
 def load_model(path: str | Path, which: str = "target", device: str = "cpu") -> nn.Module:
-    """The trained target (or guide) network of a checkpoint, in eval mode."""
+    """The trained target (or guide) network of a checkpoint, in eval mode, in the memory
+    layout ``fit`` trains in on ``device`` (so that it computes exactly what the trained one
+    did)."""
     state = load_checkpoint(path)
     cfg = Config.from_dict(state["config"])
     if state.get(which) is None:
@@ -374,7 +376,9 @@ def load_model(path: str | Path, which: str = "target", device: str = "cpu") -> 
     name = cfg.model if which == "target" else cfg.guide_model
     model = models.create(name, num_classes)
     model.load_state_dict(state[which])
-    return model.to(device).eval()
+    model.to(device)
+    fast.prepare(model, channels_last=fast.use_channels_last(device, cfg.channels_last))
+    return model.eval()
 
 
 # ------------------------------------------------------------------------------------- fit
