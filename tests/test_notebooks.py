@@ -16,6 +16,7 @@ import nbformat
 import pytest
 
 from conftest import REPO
+from dynat_lite import train
 
 NOTEBOOKS = REPO / "notebooks"
 LESSONS = ["00_threat_model", "01_dynamic_labels", "02_inner_optimizer", "03_dynat_training",
@@ -138,6 +139,13 @@ def test_04_evaluation(tmp_path, models_dir, monkeypatch):
         assert row["pgd20"] <= row["fgsm"] <= row["clean"], name
         if "cw" in row:
             assert row["cw"] <= row["clean"], name
+    # AutoAttack runs on the first fifth of the images on a CPU, next to PGD-20 on those same
+    # images: it is the stronger attack (a tolerance of 2 images for PGD's random start).
+    same = r["same_images"]
+    assert same["n"] == train.PROFILES["smoke"]["n_eval"] // 5 and set(same["accuracy"]) == {"standard", "PGD-AT", "DYNAT"}
+    for name, row in same["accuracy"].items():
+        assert row["aa_fast"] <= row["pgd20"] + 2 / same["n"], name
+        assert r["table"][name]["aa_fast"] == row["aa_fast"], name
     for name, curve in r["curves"].items():
         assert curve["PGD-10"][0] == curve["FGSM"][0], "eps = 0 is the clean accuracy"
         assert curve["PGD-10"][-1] <= curve["PGD-10"][0], name
