@@ -96,8 +96,9 @@ PROFILES: dict[str, dict] = {
     "smoke": dict(dataset="synthetic", model="small-cnn", guide_model="small-cnn", n_train=2048,
                   n_test=256, epochs=2, batch_size=64, steps=2, step_size=4 / 255,
                   schedule="onecycle", n_eval=128, eval_steps=10),
-    # A lab CPU: minutes on 8,000 CIFAR-10 images (lesson 03 trains PGD-AT and DYNAT in about
-    # 4 minutes on 2 cores); PGD-2 with steps of half the budget in training, PGD-20 to evaluate.
+    # A lab CPU: minutes on 8,000 CIFAR-10 images (lesson 03 trains and evaluates PGD-AT and
+    # DYNAT in under 4 minutes on 2 cores); PGD-2 with steps of half the budget in training,
+    # PGD-20 to evaluate.
     "cpu": dict(dataset="cifar10", model="small-cnn", guide_model="small-cnn", n_train=8000,
                 n_test=1000, epochs=2, batch_size=64, steps=2, step_size=4 / 255,
                 schedule="onecycle", n_eval=500, eval_steps=20),
