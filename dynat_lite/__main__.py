@@ -54,6 +54,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--no-fast", action="store_true", help="the plain step instead of the fast one")
     p.add_argument("--no-channels-last", dest="no_channels_last", action="store_true",
                    help="keep the default memory layout (channels_last is used on CUDA and CPU)")
+    p.add_argument("--no-cuda-graphs", dest="no_cuda_graphs", action="store_true",
+                   help="launch the attack's kernels one by one (a CUDA graph is the default)")
     p.add_argument("--data-root", dest="data_root", help="where datasets download (default data)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -104,6 +106,8 @@ def train_config(args):
         overrides["fast"] = False
     if args.no_channels_last:
         overrides["channels_last"] = False
+    if args.no_cuda_graphs:
+        overrides["cuda_graphs"] = False
     ckpt = Path(args.out) / train.CHECKPOINT
     if args.profile is None and ckpt.exists():
         base = train.load_checkpoint(ckpt)["config"]

@@ -3,10 +3,11 @@
 For DYNAT with a WRN-34-10 target and with a ResNet-18 target (the guide: ResNet-18) it prints
 
 - images per second of the fast training step (``train.train_epoch`` on device-resident
-  batches: exactly what ``fit`` runs), eager and, on CUDA, with ``torch.compile``;
-- the compute rate this is (the step's FLOPs per image, counted by PyTorch's FlopCounterMode,
-  times images per second) as a fraction of the device's measured matmul peak (bf16 on CUDA,
-  where the step runs in bf16; float32 on a CPU, where it runs in float32);
+  batches: exactly what ``fit`` runs): eager, kernels launched one by one; on CUDA also with
+  the attack as a CUDA graph (``fit``'s default there) and with ``torch.compile`` as well;
+- the compute rate of the fastest of these (the step's FLOPs per image, counted by PyTorch's
+  FlopCounterMode, times images per second) as a fraction of the device's measured matmul
+  peak (bf16 on CUDA, where the step runs in bf16; float32 on a CPU);
 - the ratio to the faithful float32 reference step (``fast.reference_dynat_loss``: eager,
   the guide's argmax recomputed at every PGD step, batches from a CPU DataLoader, the loss
   read with ``.item()`` after each step, as a typical training script logs it), timed in the
@@ -67,18 +68,21 @@ def _sync(device: torch.device) -> None:
 
 # ------------------------------------------------------------------------------------ peak
 def matmul_peak(device: torch.device) -> tuple[float, str]:
-    """(FLOP/s, dtype name) of a big square matmul in the dtype the fast step computes in."""
+    """(FLOP/s, dtype name) of a big square matmul in the dtype the fast step computes in: the
+    fastest of several timed products, after a warm-up one."""
     dtype, n, reps = ((torch.bfloat16, 8192, 20) if device.type == "cuda"
-                      else (torch.float32, 1024, 4))
+                      else (torch.float32, 1024, 8))
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
-    _sync(device)
-    t0 = time.perf_counter()
+    best = float("inf")
     for _ in range(reps):
+        _sync(device)
+        t0 = time.perf_counter()
         a @ b
-    _sync(device)
-    return 2 * n ** 3 * reps / (time.perf_counter() - t0), str(dtype).replace("torch.", "")
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best, str(dtype).replace("torch.", "")
 
 
 # ----------------------------------------------------------------------------------- FLOPs
@@ -109,16 +113,17 @@ def _random_images(n: int, seed: int = 0):
 
 
 def _bench_config(target: str, size: Size, device: torch.device, compile: bool,
-                  guide: str = GUIDE) -> train.Config:
+                  guide: str = GUIDE, graphs: bool = False) -> train.Config:
     return train.config("paper", model=target, guide_model=guide, batch_size=size.batch,
-                        steps=size.steps, device=str(device), compile=compile)
+                        steps=size.steps, device=str(device), compile=compile,
+                        cuda_graphs=graphs)
 
 
 def time_fast(target: str, size: Size, device: torch.device, compile: bool = False,
-              guide: str = GUIDE) -> float:
+              guide: str = GUIDE, graphs: bool = False) -> float:
     """Images per second of ``train.train_epoch`` (the fast step) on ``size.iters`` batches,
-    after ``size.warmup`` batches."""
-    cfg = _bench_config(target, size, device, compile, guide)
+    after ``size.warmup`` batches (where graphs are recorded and compilation happens)."""
+    cfg = _bench_config(target, size, device, compile, guide, graphs)
     nets = train.prepare(cfg, train.build(cfg, 10, device), device)
     optimizer = train.make_optimizer(cfg, nets)
     if size.warmup:
@@ -184,10 +189,11 @@ class Row:
     batch: int
     pgd_steps: int
     gflop_per_image: float
-    fast_img_s: float
-    fast_fraction_of_peak: float
-    compiled_img_s: float | None
-    compiled_fraction_of_peak: float | None
+    fast_img_s: float                  # eager, kernels launched one by one
+    graphed_img_s: float | None        # the attack as a CUDA graph (fit's default on CUDA)
+    compiled_img_s: float | None       # torch.compile and the CUDA graph
+    best_img_s: float
+    best_fraction_of_peak: float
     reference_img_s: float
     speedup: float
     pgd20_eval_img_s: float | None
@@ -212,46 +218,49 @@ def run(device: str = "auto", compile: str = "auto", targets=TARGETS, guide: str
         size = sizes(dev, target)
         flops = step_flops(target, guide, size.steps)
         fast_ips = time_fast(target, size, dev, guide=guide)
+        graphed_ips = (time_fast(target, size, dev, guide=guide, graphs=True)
+                       if dev.type == "cuda" else None)
         compiled_ips = None
         if use_compile:
             try:
-                compiled_ips = time_fast(target, size, dev, compile=True, guide=guide)
+                compiled_ips = time_fast(target, size, dev, compile=True, guide=guide,
+                                         graphs=dev.type == "cuda")
             except Exception as err:  # a compiler missing or failing: say so, go on
                 print(f"  torch.compile failed for {target} ({type(err).__name__}: {err}); "
                       f"eager figures only")
         ref_ips = time_reference(target, size, dev, guide)
-        best = max(fast_ips, compiled_ips or 0.0)
+        best = max(fast_ips, graphed_ips or 0.0, compiled_ips or 0.0)
         rows.append(Row(
-            target, size.batch, size.steps, flops / 1e9, fast_ips, fast_ips * flops / peak,
-            compiled_ips, compiled_ips * flops / peak if compiled_ips else None, ref_ips,
-            best / ref_ips, time_pgd20(target, size, dev), CIFAR10_TRAIN / best))
+            target, size.batch, size.steps, flops / 1e9, fast_ips, graphed_ips, compiled_ips,
+            best, best * flops / peak, ref_ips, best / ref_ips, time_pgd20(target, size, dev),
+            CIFAR10_TRAIN / best))
     for line in _table(rows):
         print(line)
-    print("GFLOP/img: per training image at that many PGD steps; % peak: fast step's FLOP/s "
-          "over the matmul peak; speed-up: best fast step over the float32 reference "
-          "(eager, guide argmax per PGD step, CPU DataLoader); '-': not measured here.")
+    print("GFLOP/img: per training image at that many PGD steps; eager / graphed / compiled: "
+          "the fast step with kernels launched one by one / the attack as a CUDA graph / "
+          "torch.compile and the graph; % peak: the best of them in FLOP/s over the matmul "
+          "peak; speed-up: the best over the float32 reference (eager, guide argmax per PGD "
+          "step, CPU DataLoader); '-': not measured here.")
     return {"device": dev.type, "device_name": name, "torch": torch.__version__,
             "peak_flops": peak, "peak_dtype": peak_dtype, "rows": [asdict(r) for r in rows]}
 
 
 def _table(rows: list[Row]) -> list[str]:
-    head = (f"{'target':<10} {'batch':>5} {'PGD':>3} {'GFLOP/img':>9} {'fast img/s':>10} "
-            f"{'% peak':>6} {'compiled':>9} {'% peak':>6} {'ref img/s':>9} {'speed-up':>8} "
+    head = (f"{'target':<10} {'batch':>5} {'PGD':>3} {'GFLOP/img':>9} {'img/s: eager':>12} "
+            f"{'graphed':>8} {'compiled':>8} {'% peak':>6} {'ref img/s':>9} {'speed-up':>8} "
             f"{'PGD-20 eval img/s':>17} {'CIFAR-10 epoch':>14}")
     out = [head, "-" * len(head)]
     for r in rows:
-        comp = f"{r.compiled_img_s:9.1f}" if r.compiled_img_s else f"{'-':>9}"
-        comp_pct = (f"{100 * r.compiled_fraction_of_peak:5.1f}%"
-                    if r.compiled_fraction_of_peak else f"{'-':>6}")
         out.append(f"{r.target:<10} {r.batch:>5} {r.pgd_steps:>3} {r.gflop_per_image:9.1f} "
-                   f"{r.fast_img_s:10.2f} {100 * r.fast_fraction_of_peak:5.1f}% {comp} "
-                   f"{comp_pct} {r.reference_img_s:9.2f} {r.speedup:7.2f}x "
+                   f"{r.fast_img_s:12.2f} {_number(r.graphed_img_s, 8, 1)} "
+                   f"{_number(r.compiled_img_s, 8, 1)} {100 * r.best_fraction_of_peak:5.1f}% "
+                   f"{r.reference_img_s:9.2f} {r.speedup:7.2f}x "
                    f"{_number(r.pgd20_eval_img_s, 17)} {_duration(r.cifar10_epoch_s):>14}")
     return out
 
 
-def _number(value: float | None, width: int) -> str:
-    return f"{'-':>{width}}" if value is None else f"{value:{width}.2f}"
+def _number(value: float | None, width: int, digits: int = 2) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:{width}.{digits}f}"
 
 
 def _duration(seconds: float) -> str:

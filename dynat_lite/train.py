@@ -74,6 +74,7 @@ class Config:
     fast: bool = True                 # the fast step of fast.py where the method has one
     channels_last: bool = True        # channels_last memory format (CUDA and CPU)
     compile: bool = False             # torch.compile both networks (CUDA; minutes of warm-up)
+    cuda_graphs: bool = True          # the fast step's attack as a CUDA graph (one process)
     data_root: str = "data"
 
     def to_dict(self) -> dict:
@@ -139,7 +140,8 @@ def validate(cfg: Config) -> None:
 
 
 #: Fields that say how a run is executed, not what it computes: they may differ on resume.
-RUNTIME_FIELDS = ("device", "amp", "fast", "channels_last", "compile", "data_root")
+RUNTIME_FIELDS = ("device", "amp", "fast", "channels_last", "compile", "cuda_graphs",
+                  "data_root")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -264,6 +266,8 @@ def train_epoch(cfg: Config, nets: Nets, optimizer: torch.optim.Optimizer,
     loss_fn = fast.loss_function(cfg.method, cfg.fast, options)
     if ctx is not None and loss_fn is not method:  # the fast step draws PGD's start globally
         options["shard"] = (ctx.rank, ctx.world)
+    if ctx is None and loss_fn is not method and device.type == "cuda" and cfg.cuda_graphs:
+        options["graph"] = True                    # the attack as one CUDA graph per batch
     channels_last = fast.use_channels_last(device, cfg.channels_last)
     guide, target = nets.for_step()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")

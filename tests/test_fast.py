@@ -151,3 +151,56 @@ def test_fast_step_matches_plain_within_bf16_tolerance_on_cuda():
     assert quick.dtype == torch.float32
     assert quick.item() == pytest.approx(plain.item(), rel=0.03)
     assert (out["x_adv"] - x).abs().max().item() <= 8 / 255 + 1e-6
+
+
+def test_cuda_graph_attack_asks_for_a_cuda_device(batch):
+    x, y = batch
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
+        fast.pgd_ce(TinyNet(), x, y, graph=True, **BUDGET)
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_cuda
+def test_cuda_graph_attack_replays_the_eager_attack_with_new_weights_and_inputs():
+    """The graph reads the weights, the batch, the labels and the start where the eager attack
+    does: after an in-place weight update and on a new batch it still gives the same x_adv."""
+    torch.manual_seed(0)
+    model = models.create("resnet18").cuda()
+    fast.prepare(model, channels_last=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    for step in range(3):
+        x = fast.to_memory_format(torch.rand(32, 3, 32, 32, device="cuda"), True)
+        y = torch.randint(0, 10, (32,), device="cuda")
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            eager, graphed = (fast.pgd_ce(model, x, y, generator=torch.Generator("cuda")
+                                          .manual_seed(step), graph=g, **BUDGET)
+                              for g in (False, True))
+        assert (graphed - x).abs().max().item() <= BUDGET["eps"] + 1e-6
+        same = (eager == graphed).float().mean().item()
+        assert same > 0.999, (step, same)
+        assert not torch.equal(graphed, x)
+        optimizer.zero_grad()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()                               # weights change in place
+    assert len(fast.AttackGraph._cache[model]) == 1    # one shape: recorded once
+
+
+@needs_cuda
+def test_train_epoch_with_the_cuda_graph_matches_eager_on_cuda():
+    ds = data.load("synthetic", n_train=512, n_test=32, seed=0)
+    histories = []
+    for graphs in (False, True):
+        cfg = train.config("smoke", model="resnet18", guide_model="resnet18", device="cuda",
+                           cuda_graphs=graphs)
+        device = torch.device("cuda")
+        nets = train.prepare(cfg, train.build(cfg, 10, device), device)
+        optimizer = train.make_optimizer(cfg, nets)
+        batches = data.Batches(ds.x_train, ds.y_train, cfg.batch_size, device=device)
+        histories.append([train.train_epoch(cfg, nets, optimizer, batches, e)
+                          for e in range(2)])
+    for eager, graphed in zip(*histories):
+        assert graphed["loss"] == pytest.approx(eager["loss"], rel=0.03)
+        assert graphed["label_agreement"] == pytest.approx(eager["label_agreement"], abs=0.03)
