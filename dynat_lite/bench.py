@@ -7,7 +7,7 @@ For DYNAT with a WRN-34-10 target and with a ResNet-18 target (the guide: ResNet
   the attack as a CUDA graph (``fit``'s default there) and with ``torch.compile`` as well;
 - the compute rate of the fastest of these (the step's FLOPs per image, counted by PyTorch's
   FlopCounterMode, times images per second) as a fraction of the device's measured matmul
-  peak (bf16 on CUDA, where the step runs in bf16; float32 on a CPU);
+  peak in the dtype the step computes in (bf16 on a GPU with native bf16, else float32);
 - the ratio to the faithful float32 reference step (``fast.reference_dynat_loss``: eager,
   the guide's argmax recomputed at every PGD step, batches from a CPU DataLoader, the loss
   read with ``.item()`` after each step, as a typical training script logs it), timed in the
@@ -70,8 +70,8 @@ def _sync(device: torch.device) -> None:
 def matmul_peak(device: torch.device) -> tuple[float, str]:
     """(FLOP/s, dtype name) of a big square matmul in the dtype the fast step computes in: the
     fastest of several timed products, after a warm-up one."""
-    dtype, n, reps = ((torch.bfloat16, 8192, 20) if device.type == "cuda"
-                      else (torch.float32, 1024, 8))
+    dtype = torch.bfloat16 if fast.native_bf16(device) else torch.float32
+    n, reps = (8192, 20) if device.type == "cuda" else (1024, 8)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b

@@ -57,6 +57,20 @@ def use_channels_last(device: torch.device, requested: bool = True) -> bool:
     return requested and torch.device(device).type in ("cuda", "cpu")
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Does ``device`` compute in bf16 natively? CUDA GPUs of compute capability 8.0 (Ampere)
+    and later do; older ones (a T4: 7.5) only emulate it, slower than float32."""
+    device = torch.device(device)
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """The fast step's mixed-precision region: bf16 autocast on a GPU with native bf16 when
+    ``enabled``, else a region that changes nothing (float32)."""
+    on = enabled and native_bf16(device)
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=on)
+
+
 def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """``x`` in channels_last layout if asked (a copy on the device, no host sync)."""
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
@@ -155,7 +169,6 @@ class AttackGraph:
 
     def __init__(self, model: nn.Module, x: torch.Tensor, *, eps: float, step_size: float,
                  steps: int):
-        self.model = weakref.ref(model)
         self.x = torch.empty_like(x)                 # the inputs the graph reads ...
         self.start = torch.empty_like(x)
         self.labels = torch.zeros(len(x), dtype=torch.long, device=x.device)

@@ -70,7 +70,7 @@ class Config:
     n_eval: int = 256                 # test images evaluated after each epoch
     seed: int = 0
     device: str = "auto"              # "auto": CUDA if available, else CPU
-    amp: bool = True                  # bf16 autocast on CUDA (never on the CPU)
+    amp: bool = True                  # bf16 autocast on CUDA GPUs with native bf16 (not CPU)
     fast: bool = True                 # the fast step of fast.py where the method has one
     channels_last: bool = True        # channels_last memory format (CUDA and CPU)
     compile: bool = False             # torch.compile both networks (CUDA; minutes of warm-up)
@@ -270,7 +270,7 @@ def train_epoch(cfg: Config, nets: Nets, optimizer: torch.optim.Optimizer,
         options["graph"] = True                    # the attack as one CUDA graph per batch
     channels_last = fast.use_channels_last(device, cfg.channels_last)
     guide, target = nets.for_step()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
+    autocast = fast.autocast(device, cfg.amp)
     nets.train()
     sums = torch.zeros(4, device=device)  # loss, guide loss, target loss, agreeing labels
     n_seen, n_batches = 0, len(batches)
@@ -449,6 +449,10 @@ def fit(cfg: Config, *, out: str | Path | None = None, dataset: data_lib.Dataset
     if dataset is None:
         dataset = data_lib.load(cfg.dataset, root=cfg.data_root, n_train=cfg.n_train,
                                 n_test=cfg.n_test, seed=cfg.seed)
+    if main and cfg.amp and device.type == "cuda" and not fast.native_bf16(device):
+        print(f"{torch.cuda.get_device_name(device)} has no native bf16 (compute capability "
+              f"{'.'.join(map(str, torch.cuda.get_device_capability(device)))}): training "
+              f"runs in float32.")
     nets = prepare(cfg, build(cfg, dataset.num_classes, device), device)
     optimizer = make_optimizer(cfg, nets)
     history: list[dict] = []

@@ -204,3 +204,12 @@ def test_train_epoch_with_the_cuda_graph_matches_eager_on_cuda():
     for eager, graphed in zip(*histories):
         assert graphed["loss"] == pytest.approx(eager["loss"], rel=0.03)
         assert graphed["label_agreement"] == pytest.approx(eager["label_agreement"], abs=0.03)
+
+
+@pytest.mark.parametrize("capability, native", [((7, 5), False), ((8, 0), True), ((9, 0), True)])
+def test_bf16_autocast_only_where_the_gpu_has_it_natively(monkeypatch, capability, native):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert fast.native_bf16(torch.device("cuda")) is native
+    assert fast.native_bf16(torch.device("cpu")) is False
+    with fast.autocast(torch.device("cpu")):
+        assert models._autocast_dtype("cuda") is None and models._autocast_dtype("cpu") is None
