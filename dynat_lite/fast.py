@@ -20,10 +20,8 @@ GPU stays busy (``train.fit`` uses it for "dynat" and those of its ablations it 
   kernels one by one is what limits a ResNet-18 step on an H100, not arithmetic;
 - ``torch.compile`` of both networks where it helps (``Config.compile``; off on the CPU).
 
-Measured on one H100 (``python -m dynat_lite bench``, torch 2.11, batch 128, PGD-10; two runs),
-in images per second: WRN-34-10 target 737 eager, 762-767 with the graph, 1,238-1,245
-compiled with the graph (3.1-3.2x the reference); ResNet-18 target 1,161-1,812 eager,
-3,676-3,785 with the graph, 5,091-6,239 compiled (4.7-5.4x).
+What each of these buys on a GPU is measured by ``python -m dynat_lite bench``; the README
+records the figures of one H100.
 
 On the CPU (no autocast, no compile), given the same networks, the fast step gives exactly, bit
 for bit, the loss of ``methods.dynat_loss``: tests/test_fast.py checks it.
@@ -170,11 +168,8 @@ class AttackGraph:
 
     def __init__(self, model: nn.Module, x: torch.Tensor, *, eps: float, step_size: float,
                  steps: int):
-        self.x = torch.empty_like(x)                 # the inputs the graph reads ...
-        self.start = torch.empty_like(x)
+        self.x, self.start = x.clone(), x.clone()  # the inputs the graph reads ...
         self.labels = torch.zeros(len(x), dtype=torch.long, device=x.device)
-        self.x.copy_(x)
-        self.start.copy_(x)
         budget = (eps, step_size, steps)
         with eval_mode(model), frozen(model):
             side = torch.cuda.Stream()               # warm up (cuDNN's choices) off the graph
