@@ -7,6 +7,7 @@
     python -m dynat_lite evaluate runs/wrn --autoattack       # ... and AutoAttack (standard)
     python -m dynat_lite bench                                # training step speed
     python -m dynat_lite compare ...                          # see its --help
+    python -m dynat_lite study tradeoff --out results/tradeoff  # a named, resumable study
 
 ``train`` resumes from the checkpoint in ``--out`` whenever there is one (run the same command
 again after an interruption). Installed with pip, ``dynat-lite`` is the same command.
@@ -86,6 +87,8 @@ def parser() -> argparse.ArgumentParser:
     _evaluate_parser(sub)
     sub.add_parser("bench", help="time the training step (see --help)", add_help=False)
     sub.add_parser("compare", help="compare methods (see --help)", add_help=False)
+    sub.add_parser("study", help="run a named study of the paper's claims (see --help)",
+                   add_help=False)
     return top
 
 
@@ -191,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import bench
 
         return bench.main(argv[1:])
+    if argv and argv[0] == "study":
+        from . import study
+
+        return study.main(argv[1:])
     if argv and argv[0] == "compare":
         import importlib
         import importlib.util

@@ -59,15 +59,22 @@ class Config:
     momentum: float = 0.9
     weight_decay: float = 2e-4
     schedule: str = "piecewise"       # "piecewise": lr x0.1 at each milestone; "onecycle"
+    first_epoch_lr: float | None = None  # piecewise: this lr during the first epoch (authors: 0.02)
     milestones: tuple = (0.75, 0.9)   # fractions of the run: epochs 75 and 90 of 100
     eps: float = 8 / 255              # training attack
     step_size: float = 2 / 255
     steps: int = 10
     random_start: str | None = "gaussian"
     method_options: dict = field(default_factory=dict)  # e.g. {"beta": 1.0}
+    # After the training step's last forward of the target, forward it once more on the clean
+    # batch in train mode, output unused, as the DYNAT (and LBGAT) authors' loops do: the loss and
+    # the gradients are unchanged, only the target's BatchNorm running statistics also see clean
+    # images.
+    target_clean_forward: bool = False
     augment: bool = True
     eval_steps: int = 10              # PGD steps for the per-epoch robust accuracy
     n_eval: int = 256                 # test images evaluated after each epoch
+    n_eval_train: int = 0             # training images (unaugmented) evaluated after each epoch
     seed: int = 0
     device: str = "auto"              # "auto": CUDA if available, else CPU
     amp: bool = True                  # bf16 autocast on CUDA GPUs with native bf16 (not CPU)
@@ -108,10 +115,13 @@ PROFILES: dict[str, dict] = {
                 n_test=None, epochs=30, batch_size=128, steps=10, step_size=2 / 255,
                 schedule="piecewise", n_eval=1000, eval_steps=20),
     # The paper's settings (DESIGN.md): WRN-34-10 target, ResNet-18 guide, 100 epochs.
-    "paper": dict(dataset="cifar10", model="wrn-34-10", guide_model="resnet18", n_train=None,
-                  n_test=None, epochs=100, batch_size=128, lr=0.1, momentum=0.9,
-                  weight_decay=2e-4, schedule="piecewise", milestones=(0.75, 0.9), eps=0.031,
-                  step_size=0.007, steps=10, random_start="gaussian", n_eval=1000,
+    # What the authors' released loop does beyond the paper's text is switched on here too: their
+    # guide (resnet18-cifar), lr 0.02 in the first epoch, the target's extra clean forward.
+    "paper": dict(dataset="cifar10", model="wrn-34-10", guide_model="resnet18-cifar",
+                  n_train=None, n_test=None, epochs=100, batch_size=128, lr=0.1, momentum=0.9,
+                  weight_decay=2e-4, schedule="piecewise", milestones=(0.75, 0.9),
+                  first_epoch_lr=0.02, eps=0.031, step_size=0.007, steps=10,
+                  random_start="gaussian", target_clean_forward=True, n_eval=1000,
                   eval_steps=20),
 }
 
@@ -155,10 +165,13 @@ def learning_rate(cfg: Config, progress: float) -> float:
     """The lr at ``progress`` epochs into the run (a float: 2.5 = half-way through epoch 3).
 
     "piecewise": cfg.lr, times 0.1 from each milestone epoch on (rounded to whole epochs, so
-    epochs 75 and 90 of 100, as the paper). "onecycle": up linearly to cfg.lr over the first
+    epochs 75 and 90 of 100, as the paper), and ``cfg.first_epoch_lr`` instead during the first
+    epoch when it is set (the authors' code: 0.02, then 0.1). "onecycle": up linearly to cfg.lr over the first
     40 % of the run, then down linearly to 0 -- a short run's better friend.
     """
     if cfg.schedule == "piecewise":
+        if cfg.first_epoch_lr is not None and progress < 1:
+            return cfg.first_epoch_lr
         passed = sum(int(progress) >= round(m * cfg.epochs) for m in cfg.milestones)
         return cfg.lr * 0.1 ** passed
     t = progress / cfg.epochs
@@ -286,6 +299,8 @@ def train_epoch(cfg: Config, nets: Nets, optimizer: torch.optim.Optimizer,
         x = fast.to_memory_format(x, channels_last)
         with autocast:
             loss, out = loss_fn(guide, target, x, y, **options)
+            if cfg.target_clean_forward:
+                clean_forward(target, x)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -302,6 +317,14 @@ def train_epoch(cfg: Config, nets: Nets, optimizer: torch.optim.Optimizer,
             "target_loss": sums[2] / n_batches, "label_agreement": sums[3] / max(n_seen, 1)}
 
 
+def clean_forward(target: nn.Module, x: torch.Tensor) -> None:
+    """The authors' extra forward of the target on the clean batch, in train mode, output unused:
+    it changes nothing but the BatchNorm running statistics (no graph is kept, so the loss and
+    its gradients are those of the step without it)."""
+    with torch.no_grad():
+        target(x)
+
+
 def eval_epoch(cfg: Config, nets: Nets, x: torch.Tensor, y: torch.Tensor) -> dict:
     """Clean and PGD accuracy of the target (and clean accuracy of the guide) on test images,
     in float32. Under torchrun each process evaluates every world-th image and the accuracies
@@ -315,6 +338,15 @@ def eval_epoch(cfg: Config, nets: Nets, x: torch.Tensor, y: torch.Tensor) -> dic
     if nets.guide is not None:
         out["guide_clean"] = evaluate(nets.guide, x, y, attacks=("clean",))["clean"]
     return distributed.mean_over_processes(out, len(y), ctx, model_device(nets.target))
+
+
+def eval_train_subset(cfg: Config, nets: Nets, dataset: data_lib.Dataset) -> dict:
+    """Clean and PGD accuracy of the target on the first ``cfg.n_eval_train`` training images
+    (no augmentation), as ``eval_epoch`` measures them on test images: with the test figures, the
+    robust generalization gap and robust overfitting (Rice et al., 2020) become visible."""
+    x, y = dataset.x_train[:cfg.n_eval_train], dataset.y_train[:cfg.n_eval_train]
+    acc = eval_epoch(cfg, Nets(nets.target, None), x, y)
+    return {"train_clean": acc["test_clean"], "train_pgd": acc["test_pgd"]}
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -482,6 +514,8 @@ def fit(cfg: Config, *, out: str | Path | None = None, dataset: data_lib.Dataset
         record["train_seconds"] = time.perf_counter() - t0
         record["images_per_second"] = len(batches) * cfg.batch_size / record["train_seconds"]
         record.update(eval_epoch(cfg, nets, x_eval, y_eval))
+        if cfg.n_eval_train:
+            record.update(eval_train_subset(cfg, nets, dataset))
         history.append(record)
         if ckpt is not None and main:
             save_checkpoint(ckpt, {

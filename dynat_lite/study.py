@@ -1,0 +1,287 @@
+"""Studies: named, resumable sets of training runs that test the DYNAT paper's claims at a scale
+a CPU (or one GPU) can run, with fixed configs and seeds.
+
+    python -m dynat_lite study overfitting --out results/overfitting --dataset cifar10
+    python -m dynat_lite study tradeoff --out results/tradeoff --dataset cifar10
+
+Each run trains in ``OUT/RUN`` (``train.fit``: an interrupted run resumes, a finished one is
+loaded), writes its per-epoch history to ``OUT/RUN/history.json`` and its final evaluation to
+``OUT/RUN/final.json``. When every run is done, ``summarize`` turns those files -- and nothing
+else -- into ``summary.csv`` and ``summary.md``; ``figures`` draws them. Re-running a study
+resumes it. Every accuracy in the summary comes with its 95 % (Wilson) binomial interval over
+the number of test images it was measured on.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import data as data_lib
+from . import train
+from .compare import method_config
+from .evaluate import ATTACK_TITLES, robustness_report
+
+HISTORY, FINAL, SUMMARY = "history.json", "final.json", "summary"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of a study: a method, a seed, and config fields of its own."""
+    name: str
+    method: str
+    seed: int
+    overrides: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Study:
+    """A named set of runs on one base config, each evaluated the same way at the end."""
+    name: str
+    question: str
+    budget: str                           # what it costs, measured on the machine named there
+    profile: str
+    base: dict                            # config fields shared by every run
+    runs: tuple
+    final_attacks: tuple = ("clean", "pgd20", "aa_standard")
+    n_final: int = 1000                   # the first n test images, the same for every run
+
+    def config(self, run: Run, dataset: str | None = None) -> train.Config:
+        """The Config of ``run``: the profile, the study's base, the run's own fields, and the
+        method's own defaults (its random start) resolved the way ``compare`` resolves them."""
+        fields = {**self.base, **run.overrides, "seed": run.seed}
+        if dataset is not None:
+            fields["dataset"] = dataset
+        return method_config(run.method, self.profile, **fields)
+
+
+def _seeds(name, method, seeds, **overrides):
+    return tuple(Run(f"{name}-s{s}", method, s, overrides) for s in seeds)
+
+
+# A training budget for a CPU: the small CNN, eps = 8/255 with PGD-3 (steps of 3/255) in training,
+# PGD-10 on fixed images after every epoch.
+_CPU = dict(dataset="cifar10", model="small-cnn", guide_model="small-cnn", n_test=None,
+            eps=8 / 255, steps=3, step_size=3 / 255, eval_steps=10, batch_size=64)
+
+STUDIES: dict[str, Study] = {}
+
+
+def register(study: Study) -> Study:
+    STUDIES[study.name] = study
+    return study
+
+
+register(Study(
+    name="overfitting",
+    question="Does PGD-AT overfit robustly (test PGD accuracy peaks, then falls while training "
+             "PGD accuracy rises), and does DYNAT fall less?",
+    budget="4 runs of 2,000 images x 30 epochs, PGD-10 on 300 test and 300 training images "
+           "after every epoch; about 1.5 h on one CPU core",
+    profile="cpu",
+    base=dict(_CPU, n_train=2000, epochs=30, schedule="piecewise", milestones=(0.5, 0.75),
+              lr=0.1, n_eval=300, n_eval_train=300),
+    runs=_seeds("pgd_at", "pgd_at", (0, 1)) + _seeds("dynat", "dynat", (0, 1)),
+    final_attacks=("clean", "pgd20"),
+))
+
+register(Study(
+    name="tradeoff",
+    question="At one budget: clean vs robust accuracy of standard training, PGD-AT, TRADES, "
+             "LBGAT and DYNAT; and does the authors' extra clean forward of the target (on "
+             "for DYNAT as in their code) explain part of DYNAT's result?",
+    budget="13 runs of 4,000 images x 8 epochs; about 1.5 h on 2 CPU cores",
+    profile="cpu",
+    base=dict(_CPU, n_train=4000, epochs=8, schedule="onecycle", lr=0.1, n_eval=500),
+    runs=(_seeds("standard", "standard", (0,))
+          + _seeds("pgd_at", "pgd_at", (0, 1))
+          + _seeds("pgd_at_cf", "pgd_at", (0, 1), target_clean_forward=True)
+          + _seeds("trades", "trades", (0, 1))
+          + _seeds("lbgat", "lbgat", (0, 1))
+          + _seeds("dynat", "dynat", (0, 1), target_clean_forward=True)
+          + _seeds("dynat_nocf", "dynat", (0, 1))),
+))
+
+register(Study(
+    name="gpu",
+    question="DYNAT vs PGD-AT with ResNet-18 (target and guide) on the whole training set.",
+    budget="2 runs of 50,000 images x 15 epochs on one GPU; sized for about 12 min on an H100/H200",
+    profile="gpu",
+    base=dict(dataset="cifar10", n_test=None, epochs=15, n_eval=1000, n_eval_train=1000),
+    runs=(Run("pgd_at-s0", "pgd_at", 0), Run("dynat-s0", "dynat", 0,
+                                             {"target_clean_forward": True})),
+    final_attacks=("clean", "pgd20"),
+))
+
+register(Study(
+    name="smoke",
+    question="The study machinery on synthetic data in seconds (tests and a first look).",
+    budget="3 runs of 256 images x 2 epochs; seconds on a CPU",
+    profile="smoke",
+    base=dict(dataset="synthetic", n_train=256, n_test=64, epochs=2, n_eval=32, n_eval_train=32,
+              schedule="piecewise", milestones=(0.5,)),
+    runs=(Run("pgd_at-s0", "pgd_at", 0), Run("dynat-s0", "dynat", 0,
+                                             {"target_clean_forward": True}),
+          Run("dynat_nocf-s0", "dynat", 0)),
+    final_attacks=("clean", "pgd10"),
+    n_final=64,
+))
+
+
+def get(name: str) -> Study:
+    if name not in STUDIES:
+        raise ValueError(f"Unknown study {name!r}. Valid: {', '.join(STUDIES)}.")
+    return STUDIES[name]
+
+
+# ------------------------------------------------------------------------------------- running
+def run_study(name: str, out: str | Path, *, dataset: str | None = None,
+              only: tuple | None = None, log=print) -> list[dict]:
+    """Train and evaluate every run of study ``name`` (or the runs named in ``only``) in
+    ``out``, resuming what is there; then write the summary. Returns the summary rows."""
+    study, out = get(name), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [r for r in study.runs if only is None or r.name in only]
+    cfgs = {r.name: study.config(r, dataset) for r in runs}
+    first = next(iter(cfgs.values()))
+    (out / "study.json").write_text(json.dumps(
+        {"study": study.name, "question": study.question, "budget": study.budget,
+         "dataset": first.dataset, "runs": {k: c.to_dict() for k, c in cfgs.items()}},
+        indent=1, default=str))
+    loaded = {}  # seed -> dataset: the training subset depends on the seed, not on the method
+    for run in runs:
+        cfg = cfgs[run.name]
+        if cfg.seed not in loaded:
+            loaded[cfg.seed] = data_lib.load(cfg.dataset, root=cfg.data_root, n_train=cfg.n_train,
+                                             n_test=cfg.n_test, seed=cfg.seed)
+        run_one(study, run, cfg, out / run.name, loaded[cfg.seed], log=log)
+    rows = summarize(out)
+    write_summary(rows, out)
+    return rows
+
+
+def run_one(study: Study, run: Run, cfg: train.Config, folder: Path, data, *, log=print) -> None:
+    """Train one run (resuming), save its history, evaluate its final target once."""
+    if (folder / FINAL).exists():
+        log(f"{run.name}: done")
+        return
+    log(f"{run.name}: training {cfg.method}, seed {cfg.seed}, {cfg.epochs} epochs")
+    t0 = time.perf_counter()
+    result = train.fit(cfg, out=folder, dataset=data, progress=False,
+                       on_epoch=lambda r: log("  " + train.epoch_summary(r, cfg.epochs)))
+    (folder / HISTORY).write_text(json.dumps(result.history, indent=1))
+    n = min(study.n_final, len(data.y_test))
+    report = robustness_report(result.target, data.x_test[:n], data.y_test[:n],
+                               attacks=study.final_attacks, seed=cfg.seed, checks=False)
+    final = {"run": run.name, "method": run.method, "seed": run.seed,
+             "overrides": run.overrides, **report.to_dict(),
+             "seconds_total": time.perf_counter() - t0}
+    (folder / FINAL).write_text(json.dumps(final, indent=1))
+    log(f"  final: " + ", ".join(f"{ATTACK_TITLES.get(k, k)} {v:.1%}"
+                                 for k, v in report.accuracy.items()))
+
+
+# ----------------------------------------------------------------------------------- summary
+def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson score interval of a binomial proportion ``p`` measured on ``n`` trials."""
+    if n <= 0:
+        raise ValueError("An interval needs at least one trial.")
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def run_row(history: list[dict], final: dict) -> dict:
+    """One run's line of the summary, from its history and its final evaluation only."""
+    row = {"run": final["run"], "method": final["method"], "seed": final["seed"],
+           "clean_forward": bool(final.get("overrides", {}).get("target_clean_forward", False)),
+           "epochs": len(history), "n_test": final["n"]}
+    for attack, acc in final["accuracy"].items():
+        if attack == "worst_case":
+            continue
+        lo, hi = wilson_interval(acc, final["n"])
+        row[attack], row[f"{attack}_lo"], row[f"{attack}_hi"] = acc, lo, hi
+    pgd = [h["test_pgd"] for h in history]
+    best = max(range(len(pgd)), key=pgd.__getitem__)
+    row.update(best_epoch=best + 1, best_test_pgd=pgd[best], last_test_pgd=pgd[-1],
+               drop=pgd[best] - pgd[-1])
+    if "train_pgd" in history[-1]:
+        row.update(last_train_pgd=history[-1]["train_pgd"],
+                   train_pgd_at_best=history[best]["train_pgd"])
+    row["train_seconds"] = sum(h.get("train_seconds", 0.0) for h in history)
+    return row
+
+
+def summarize(out: str | Path) -> list[dict]:
+    """One row per finished run of the study in ``out`` (folders with a final.json)."""
+    rows = []
+    for folder in sorted(Path(out).iterdir()):
+        if (folder / FINAL).exists() and (folder / HISTORY).exists():
+            rows.append(run_row(json.loads((folder / HISTORY).read_text()),
+                                json.loads((folder / FINAL).read_text())))
+    return rows
+
+
+def _cell(key: str, value) -> str:
+    if isinstance(value, float) and key not in ("train_seconds",):
+        return f"{100 * value:.1f}"
+    if isinstance(value, float):
+        return f"{value:.0f}"
+    return str(value)
+
+
+def markdown(rows: list[dict]) -> str:
+    """The summary as a Markdown table: accuracies in percent, each with its 95 % interval."""
+    if not rows:
+        return "(no finished runs)"
+    attacks = [k for k in rows[0] if f"{k}_lo" in rows[0]]
+    extra = [k for k in ("best_epoch", "best_test_pgd", "last_test_pgd", "drop",
+                         "last_train_pgd") if k in rows[0]]
+    head = (["run", "clean forward"] + [ATTACK_TITLES.get(a, a) + " (95 % CI)" for a in attacks]
+            + extra + ["train s"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["run"], "yes" if r["clean_forward"] else "no"]
+        cells += [f"{100 * r[a]:.1f} [{100 * r[a + '_lo']:.1f}, {100 * r[a + '_hi']:.1f}]"
+                  for a in attacks]
+        cells += [_cell(k, r[k]) for k in extra] + [f"{r['train_seconds']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_summary(rows: list[dict], out: str | Path) -> None:
+    """``summary.csv`` and ``summary.md`` in ``out``."""
+    out = Path(out)
+    if not rows:
+        return
+    with open(out / f"{SUMMARY}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / f"{SUMMARY}.md").write_text(markdown(rows) + "\n")
+
+
+def histories(out: str | Path) -> dict[str, list[dict]]:
+    """Run name -> its per-epoch history, for every run of ``out`` with a history."""
+    return {f.name: json.loads((f / HISTORY).read_text())
+            for f in sorted(Path(out).iterdir()) if (f / HISTORY).exists()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m dynat_lite study",
+                                description="Run (or resume) a named study; see dynat_lite.study.")
+    p.add_argument("name", choices=sorted(STUDIES))
+    p.add_argument("--out", required=True, help="the study's folder (results/NAME to ship it)")
+    p.add_argument("--dataset", help="override the dataset (e.g. the path of a CIFAR-10 .npz)")
+    p.add_argument("--only", help="comma-separated run names (default: every run)")
+    args = p.parse_args(argv)
+    only = tuple(args.only.split(",")) if args.only else None
+    rows = run_study(args.name, args.out, dataset=args.dataset, only=only,
+                     log=lambda s: print(s, flush=True))
+    print(markdown(rows))
+    return 0
