@@ -46,8 +46,12 @@ class Study:
     profile: str
     base: dict                            # config fields shared by every run
     runs: tuple
-    final_attacks: tuple = ("clean", "pgd20", "aa_standard")
+    final_attacks: tuple = ("clean", "pgd20")
     n_final: int = 1000                   # the first n test images, the same for every run
+    # Costlier attacks, on the runs of ``extra_seeds`` only, on the first ``n_extra`` test images.
+    extra_attacks: tuple = ()
+    n_extra: int = 500
+    extra_seeds: tuple = (0,)
 
     def config(self, run: Run, dataset: str | None = None) -> train.Config:
         """The Config of ``run``: the profile, the study's base, the run's own fields, and the
@@ -85,7 +89,6 @@ register(Study(
     base=dict(_CPU, n_train=2000, epochs=30, schedule="piecewise", milestones=(0.5, 0.75),
               lr=0.1, n_eval=300, n_eval_train=300),
     runs=_seeds("pgd_at", "pgd_at", (0, 1)) + _seeds("dynat", "dynat", (0, 1)),
-    final_attacks=("clean", "pgd20"),
 ))
 
 register(Study(
@@ -93,9 +96,11 @@ register(Study(
     question="At one budget: clean vs robust accuracy of standard training, PGD-AT, TRADES, "
              "LBGAT and DYNAT; and does the authors' extra clean forward of the target (on "
              "for DYNAT as in their code) explain part of DYNAT's result?",
-    budget="13 runs of 4,000 images x 8 epochs; about 1.5 h on 2 CPU cores",
+    budget="13 runs of 3,000 images x 8 epochs, PGD-20 on 1,000 test images; AutoAttack "
+           "(standard) on 500 test images for the seed-0 runs; about 2 h on one CPU core",
     profile="cpu",
-    base=dict(_CPU, n_train=4000, epochs=8, schedule="onecycle", lr=0.1, n_eval=500),
+    base=dict(_CPU, n_train=3000, epochs=8, schedule="onecycle", lr=0.1, n_eval=300),
+    extra_attacks=("aa_standard",),
     runs=(_seeds("standard", "standard", (0,))
           + _seeds("pgd_at", "pgd_at", (0, 1))
           + _seeds("pgd_at_cf", "pgd_at", (0, 1), target_clean_forward=True)
@@ -113,7 +118,6 @@ register(Study(
     base=dict(dataset="cifar10", n_test=None, epochs=15, n_eval=1000, n_eval_train=1000),
     runs=(Run("pgd_at-s0", "pgd_at", 0), Run("dynat-s0", "dynat", 0,
                                              {"target_clean_forward": True})),
-    final_attacks=("clean", "pgd20"),
 ))
 
 register(Study(
@@ -128,6 +132,8 @@ register(Study(
           Run("dynat_nocf-s0", "dynat", 0)),
     final_attacks=("clean", "pgd10"),
     n_final=64,
+    extra_attacks=("fgsm",),
+    n_extra=32,
 ))
 
 
@@ -139,35 +145,38 @@ def get(name: str) -> Study:
 
 # ------------------------------------------------------------------------------------- running
 def run_study(name: str, out: str | Path, *, dataset: str | None = None,
-              only: tuple | None = None, log=print) -> list[dict]:
+              only: tuple | None = None, extra: bool = True, log=print) -> list[dict]:
     """Train and evaluate every run of study ``name`` (or the runs named in ``only``) in
-    ``out``, resuming what is there; then write the summary. Returns the summary rows."""
+    ``out``, resuming what is there; then write the summary. Returns the summary rows.
+    ``extra=False`` leaves the study's costlier attacks for a later call."""
     study, out = get(name), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = [r for r in study.runs if only is None or r.name in only]
     cfgs = {r.name: study.config(r, dataset) for r in runs}
-    first = next(iter(cfgs.values()))
     (out / "study.json").write_text(json.dumps(
         {"study": study.name, "question": study.question, "budget": study.budget,
-         "dataset": first.dataset, "runs": {k: c.to_dict() for k, c in cfgs.items()}},
-        indent=1, default=str))
+         "runs": {k: c.to_dict() for k, c in cfgs.items()}}, indent=1, default=str))
     loaded = {}  # seed -> dataset: the training subset depends on the seed, not on the method
     for run in runs:
         cfg = cfgs[run.name]
         if cfg.seed not in loaded:
             loaded[cfg.seed] = data_lib.load(cfg.dataset, root=cfg.data_root, n_train=cfg.n_train,
                                              n_test=cfg.n_test, seed=cfg.seed)
-        run_one(study, run, cfg, out / run.name, loaded[cfg.seed], log=log)
+        data = loaded[cfg.seed]
+        folder = out / run.name
+        if not (folder / FINAL).exists():
+            train_and_evaluate(study, run, cfg, folder, data, log=log)
+        if extra and run.seed in study.extra_seeds:
+            evaluate_extra(study, cfg, folder, data, log=log)
     rows = summarize(out)
     write_summary(rows, out)
     return rows
 
 
-def run_one(study: Study, run: Run, cfg: train.Config, folder: Path, data, *, log=print) -> None:
-    """Train one run (resuming), save its history, evaluate its final target once."""
-    if (folder / FINAL).exists():
-        log(f"{run.name}: done")
-        return
+def train_and_evaluate(study: Study, run: Run, cfg: train.Config, folder: Path, data, *,
+                       log=print) -> None:
+    """Train one run (resuming), save its history, evaluate its final target on the study's
+    ``final_attacks``."""
     log(f"{run.name}: training {cfg.method}, seed {cfg.seed}, {cfg.epochs} epochs")
     t0 = time.perf_counter()
     result = train.fit(cfg, out=folder, dataset=data, progress=False,
@@ -177,11 +186,29 @@ def run_one(study: Study, run: Run, cfg: train.Config, folder: Path, data, *, lo
     report = robustness_report(result.target, data.x_test[:n], data.y_test[:n],
                                attacks=study.final_attacks, seed=cfg.seed, checks=False)
     final = {"run": run.name, "method": run.method, "seed": run.seed,
-             "overrides": run.overrides, **report.to_dict(),
+             "overrides": run.overrides, **report.to_dict(), "extra": {},
              "seconds_total": time.perf_counter() - t0}
     (folder / FINAL).write_text(json.dumps(final, indent=1))
     log(f"  final: " + ", ".join(f"{ATTACK_TITLES.get(k, k)} {v:.1%}"
                                  for k, v in report.accuracy.items()))
+
+
+def evaluate_extra(study: Study, cfg: train.Config, folder: Path, data, *, log=print) -> None:
+    """The study's costlier attacks on a finished run, each saved into its final.json once."""
+    final = json.loads((folder / FINAL).read_text())
+    todo = [a for a in study.extra_attacks if a not in final.get("extra", {})]
+    if not todo:
+        return
+    model = train.load_model(folder, device=str(train.resolve_device(cfg.device)))
+    n = min(study.n_extra, len(data.y_test))
+    for attack in todo:
+        report = robustness_report(model, data.x_test[:n], data.y_test[:n], attacks=(attack,),
+                                   seed=cfg.seed, checks=False)
+        final.setdefault("extra", {})[attack] = {"accuracy": report.accuracy[attack], "n": n,
+                                                 "seconds": report.seconds[attack]}
+        (folder / FINAL).write_text(json.dumps(final, indent=1))
+        log(f"{folder.name}: {ATTACK_TITLES.get(attack, attack)} {report.accuracy[attack]:.1%} "
+            f"on {n} test images ({report.seconds[attack]:.0f} s)")
 
 
 # ----------------------------------------------------------------------------------- summary
@@ -204,6 +231,10 @@ def run_row(history: list[dict], final: dict) -> dict:
             continue
         lo, hi = wilson_interval(acc, final["n"])
         row[attack], row[f"{attack}_lo"], row[f"{attack}_hi"] = acc, lo, hi
+    for attack, got in final.get("extra", {}).items():
+        lo, hi = wilson_interval(got["accuracy"], got["n"])
+        row[attack], row[f"{attack}_lo"], row[f"{attack}_hi"] = got["accuracy"], lo, hi
+        row[f"{attack}_n"] = got["n"]
     pgd = [h["test_pgd"] for h in history]
     best = max(range(len(pgd)), key=pgd.__getitem__)
     row.update(best_epoch=best + 1, best_test_pgd=pgd[best], last_test_pgd=pgd[-1],
@@ -233,23 +264,45 @@ def _cell(key: str, value) -> str:
     return str(value)
 
 
+def _columns(rows: list[dict]) -> list[str]:
+    cols = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    return cols
+
+
+def _interval(row: dict, attack: str) -> str:
+    if attack not in row:
+        return ""
+    return (f"{100 * row[attack]:.1f} [{100 * row[attack + '_lo']:.1f}, "
+            f"{100 * row[attack + '_hi']:.1f}]")
+
+
 def markdown(rows: list[dict]) -> str:
     """The summary as a Markdown table: accuracies in percent, each with its 95 % interval."""
     if not rows:
         return "(no finished runs)"
-    attacks = [k for k in rows[0] if f"{k}_lo" in rows[0]]
+    cols = _columns(rows)
+    attacks = [k for k in cols if f"{k}_lo" in cols]
     extra = [k for k in ("best_epoch", "best_test_pgd", "last_test_pgd", "drop",
-                         "last_train_pgd") if k in rows[0]]
-    head = (["run", "clean forward"] + [ATTACK_TITLES.get(a, a) + " (95 % CI)" for a in attacks]
-            + extra + ["train s"])
+                         "last_train_pgd") if k in cols]
+    head = (["run", "clean forward", "test images"]
+            + [ATTACK_TITLES.get(a, a) + " (95 % CI)" for a in attacks]
+            + [_TITLES[k] for k in extra] + ["train s"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["run"], "yes" if r["clean_forward"] else "no"]
-        cells += [f"{100 * r[a]:.1f} [{100 * r[a + '_lo']:.1f}, {100 * r[a + '_hi']:.1f}]"
-                  for a in attacks]
-        cells += [_cell(k, r[k]) for k in extra] + [f"{r['train_seconds']:.0f}"]
+        sizes = sorted({r["n_test"]} | {r[f"{a}_n"] for a in attacks if f"{a}_n" in r})
+        cells = [r["run"], "yes" if r["clean_forward"] else "no", " / ".join(map(str, sizes))]
+        cells += [_interval(r, a) for a in attacks]
+        cells += [_cell(k, r[k]) if k in r else "" for k in extra]
+        cells += [f"{r['train_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+_TITLES = {"best_epoch": "best epoch", "best_test_pgd": "best test PGD-10",
+           "last_test_pgd": "last test PGD-10", "drop": "best - last",
+           "last_train_pgd": "last train PGD-10"}
 
 
 def write_summary(rows: list[dict], out: str | Path) -> None:
@@ -258,7 +311,7 @@ def write_summary(rows: list[dict], out: str | Path) -> None:
     if not rows:
         return
     with open(out / f"{SUMMARY}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=_columns(rows))
         writer.writeheader()
         writer.writerows(rows)
     (out / f"{SUMMARY}.md").write_text(markdown(rows) + "\n")
@@ -279,9 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="the study's folder (results/NAME to ship it)")
     p.add_argument("--dataset", help="override the dataset (e.g. the path of a CIFAR-10 .npz)")
     p.add_argument("--only", help="comma-separated run names (default: every run)")
+    p.add_argument("--skip-extra", action="store_true",
+                   help="train and evaluate every run first; the costlier attacks on a later call")
     args = p.parse_args(argv)
     only = tuple(args.only.split(",")) if args.only else None
     rows = run_study(args.name, args.out, dataset=args.dataset, only=only,
-                     log=lambda s: print(s, flush=True))
+                     extra=not args.skip_extra, log=lambda s: print(s, flush=True))
     print(markdown(rows))
     return 0

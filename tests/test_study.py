@@ -1,0 +1,88 @@
+"""Studies: resumable runs, a summary computed from the histories only, and the shipped results."""
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from dynat_lite import study
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = sorted(p.parent for p in (REPO / "results").glob("*/summary.csv"))
+
+
+def test_wilson_interval_contains_the_estimate_and_narrows_with_n():
+    lo, hi = study.wilson_interval(0.5, 100)
+    assert (round(lo, 3), round(hi, 3)) == (0.404, 0.596)
+    for p in (0.0, 0.1, 0.5, 0.97, 1.0):
+        small, large = study.wilson_interval(p, 50), study.wilson_interval(p, 5000)
+        assert 0 <= small[0] <= p <= small[1] <= 1
+        assert large[1] - large[0] < small[1] - small[0]
+    with pytest.raises(ValueError):
+        study.wilson_interval(0.5, 0)
+
+
+def test_every_study_states_its_budget_and_its_runs_have_unique_names():
+    for s in study.STUDIES.values():
+        assert s.budget and s.question
+        names = [r.name for r in s.runs]
+        assert len(names) == len(set(names))
+        for run in s.runs:
+            s.config(run)  # a valid config for every run
+
+
+def test_a_method_name_trains_the_same_config_in_a_study_and_in_compare():
+    from dynat_lite.compare import method_config
+
+    s = study.get("tradeoff")
+    for run in s.runs:
+        cfg = s.config(run)
+        same = method_config(run.method, s.profile, **{**s.base, **run.overrides,
+                                                       "seed": run.seed})
+        assert cfg == same
+
+
+def _smoke(tmp_path, log):
+    return study.run_study("smoke", tmp_path, only=("pgd_at-s0",), log=log.append)
+
+
+def test_smoke_study_summarizes_its_histories_and_resumes(tmp_path):
+    log = []
+    rows = _smoke(tmp_path, log)
+    assert len(rows) == 1
+    row = rows[0]
+    history = json.loads((tmp_path / "pgd_at-s0" / study.HISTORY).read_text())
+    final = json.loads((tmp_path / "pgd_at-s0" / study.FINAL).read_text())
+    pgd = [h["test_pgd"] for h in history]
+    assert row["epochs"] == len(history) == 2
+    assert row["best_test_pgd"] == max(pgd) and row["last_test_pgd"] == pgd[-1]
+    assert row["best_epoch"] == pgd.index(max(pgd)) + 1
+    assert row["last_train_pgd"] == history[-1]["train_pgd"]
+    assert row["clean"] == final["accuracy"]["clean"] and row["n_test"] == final["n"]
+    assert row["fgsm_n"] == 32 and "fgsm" in final["extra"]
+    assert row["clean_lo"] <= row["clean"] <= row["clean_hi"]
+    assert (tmp_path / "summary.md").read_text().startswith("| run |")
+    # Again: nothing is trained or attacked a second time.
+    stamp = (tmp_path / "pgd_at-s0" / study.FINAL).stat().st_mtime_ns
+    log2 = []
+    assert _smoke(tmp_path, log2) == rows
+    assert not any("training" in line for line in log2)
+    assert (tmp_path / "pgd_at-s0" / study.FINAL).stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("folder", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_summary_matches_the_shipped_histories(folder):
+    rows = study.summarize(folder)
+    with open(folder / "summary.csv") as f:
+        saved = list(csv.DictReader(f))
+    assert [r["run"] for r in rows] == [r["run"] for r in saved]
+    for row, line in zip(rows, saved):
+        for key, value in row.items():
+            if isinstance(value, bool):
+                assert line[key] == str(value)
+            elif isinstance(value, (int, float)):
+                assert math.isclose(float(line[key]), value, rel_tol=1e-9, abs_tol=1e-12), key
+            else:
+                assert line[key] == str(value)
+    assert (folder / "summary.md").read_text() == study.markdown(rows) + "\n"
