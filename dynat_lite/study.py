@@ -151,11 +151,11 @@ def run_study(name: str, out: str | Path, *, dataset: str | None = None,
     ``extra=False`` leaves the study's costlier attacks for a later call."""
     study, out = get(name), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = [r for r in study.runs if only is None or r.name in only]
-    cfgs = {r.name: study.config(r, dataset) for r in runs}
+    cfgs = {r.name: study.config(r, dataset) for r in study.runs}
     (out / "study.json").write_text(json.dumps(
         {"study": study.name, "question": study.question, "budget": study.budget,
          "runs": {k: c.to_dict() for k, c in cfgs.items()}}, indent=1, default=str))
+    runs = [r for r in study.runs if only is None or r.name in only]
     loaded = {}  # seed -> dataset: the training subset depends on the seed, not on the method
     for run in runs:
         cfg = cfgs[run.name]
@@ -221,11 +221,12 @@ def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def run_row(history: list[dict], final: dict) -> dict:
-    """One run's line of the summary, from its history and its final evaluation only."""
+def run_row(history: list[dict], final: dict, n_eval: int) -> dict:
+    """One run's line of the summary, from its history (evaluated on ``n_eval`` images after
+    every epoch) and its final evaluation only."""
     row = {"run": final["run"], "method": final["method"], "seed": final["seed"],
            "clean_forward": bool(final.get("overrides", {}).get("target_clean_forward", False)),
-           "epochs": len(history), "n_test": final["n"]}
+           "epochs": len(history), "n_test": final["n"], "n_eval": n_eval}
     for attack, acc in final["accuracy"].items():
         if attack == "worst_case":
             continue
@@ -247,12 +248,15 @@ def run_row(history: list[dict], final: dict) -> dict:
 
 
 def summarize(out: str | Path) -> list[dict]:
-    """One row per finished run of the study in ``out`` (folders with a final.json)."""
+    """One row per finished run of the study in ``out`` (folders with a final.json), with the
+    per-epoch evaluation size from the configs recorded in ``study.json``."""
+    configs = json.loads((Path(out) / "study.json").read_text())["runs"]
     rows = []
     for folder in sorted(Path(out).iterdir()):
         if (folder / FINAL).exists() and (folder / HISTORY).exists():
             rows.append(run_row(json.loads((folder / HISTORY).read_text()),
-                                json.loads((folder / FINAL).read_text())))
+                                json.loads((folder / FINAL).read_text()),
+                                configs[folder.name]["n_eval"]))
     return rows
 
 
@@ -340,3 +344,142 @@ def main(argv: list[str] | None = None) -> int:
                      extra=not args.skip_extra, log=lambda s: print(s, flush=True))
     print(markdown(rows))
     return 0
+
+
+# ---------------------------------------------------------------------------------- evidence
+SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def _group(rows: list[dict], prefix: str) -> list[dict]:
+    """The rows of the runs named ``prefix-s<seed>``."""
+    return [r for r in rows if r["run"].rsplit("-s", 1)[0] == prefix]
+
+
+def difference_margin(p: float, q: float, n_p: int, n_q: int, z: float = 1.96) -> float:
+    """Half-width of the 95 % normal interval of the difference p - q of two independent binomial
+    proportions measured on n_p and n_q images: differences smaller than this are noise."""
+    return z * math.sqrt(p * (1 - p) / n_p + q * (1 - q) / n_q)
+
+
+def compare_groups(rows: list[dict], a: str, b: str, metric: str) -> dict:
+    """Mean ``metric`` of the runs ``a`` and ``b`` over their seeds, the difference a - b and its
+    95 % margin (the images of all seeds pooled; seed-to-seed spread is reported beside it)."""
+    ra, rb = _group(rows, a), _group(rows, b)
+    if not ra or not rb:
+        raise ValueError(f"No finished runs named {a!r} or {b!r} in the summary.")
+    pa, pb = _mean(r[metric] for r in ra), _mean(r[metric] for r in rb)
+    na = sum(r.get(f"{metric}_n", r["n_test"]) for r in ra)
+    nb = sum(r.get(f"{metric}_n", r["n_test"]) for r in rb)
+    spread = max(max(r[metric] for r in g) - min(r[metric] for r in g) for g in (ra, rb))
+    return {"a": pa, "b": pb, "diff": pa - pb, "margin": difference_margin(pa, pb, na, nb),
+            "seeds": min(len(ra), len(rb)), "seed_spread": spread}
+
+
+def _verdict(diff: float, margin: float) -> int:
+    """+1: clearly above zero, -1: clearly below, 0: within the noise."""
+    return 1 if diff > margin else -1 if diff < -margin else 0
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def overfitting_evidence(rows: list[dict]) -> list[dict]:
+    """Claim 1 from the overfitting study's summary rows: (a) PGD-AT overfits robustly -- in every
+    seed its test PGD accuracy ends below its best by more than the noise of a difference of two
+    accuracies on the evaluated images, while its training PGD accuracy has risen since that best
+    epoch; (b) DYNAT falls less -- its mean best-to-last drop is smaller than PGD-AT's by more
+    than that noise."""
+    def drops(prefix):
+        out = []
+        for r in _group(rows, prefix):
+            n = r["n_eval"]
+            margin = difference_margin(r["best_test_pgd"], r["last_test_pgd"], n, n)
+            rising = r.get("last_train_pgd", 0) > r.get("train_pgd_at_best", 1)
+            out.append((r["drop"], margin, rising))
+        return out
+
+    pgd, dyn = drops("pgd_at"), drops("dynat")
+    overfits = [d > m and rising for d, m, rising in pgd]
+    verdict_a = (SUPPORTED if pgd and all(overfits) else
+                 NOT_SUPPORTED if pgd and not any(d > m for d, m, _ in pgd) else INCONCLUSIVE)
+    measured_a = ("PGD-AT best-to-last drop in test PGD-10 accuracy per seed: "
+                  + ", ".join(f"{_pct(d)} points (noise ±{_pct(m)}; train PGD-10 "
+                              f"{'rising' if r else 'not rising'})" for d, m, r in pgd))
+    mean_pgd, mean_dyn = _mean(d for d, _, _ in pgd), _mean(d for d, _, _ in dyn)
+    margin = _mean(m for _, m, _ in pgd + dyn) / math.sqrt(2)  # a difference of two seed means
+    if verdict_a != SUPPORTED:
+        verdict_b = INCONCLUSIVE  # nothing to reduce at this scale
+    else:
+        verdict_b = {1: SUPPORTED, -1: NOT_SUPPORTED, 0: INCONCLUSIVE}[
+            _verdict(mean_pgd - mean_dyn, margin)]
+    measured_b = (f"mean drop over seeds: PGD-AT {_pct(mean_pgd)}, DYNAT {_pct(mean_dyn)} points "
+                  f"(difference noise ±{_pct(margin)})")
+    return [{"claim": "1a. PGD-AT (static labels) overfits robustly: test PGD accuracy peaks, "
+                      "then falls while training PGD accuracy rises",
+             "measured": measured_a, "verdict": verdict_a},
+            {"claim": "1b. DYNAT (dynamic labels) overfits less than PGD-AT",
+             "measured": measured_b, "verdict": verdict_b}]
+
+
+def tradeoff_evidence(rows: list[dict], robust: str = "pgd20") -> list[dict]:
+    """Claims 2-4 from the trade-off study's summary rows (DYNAT as the authors run it, with the
+    clean forward, against each baseline; the clean-forward switch; the small guide)."""
+    out = []
+    # 2. Higher clean accuracy than PGD-AT, TRADES, LBGAT at comparable robustness.
+    parts, votes = [], []
+    for base, title in (("pgd_at", "PGD-AT"), ("trades", "TRADES"), ("lbgat", "LBGAT")):
+        c = compare_groups(rows, "dynat", base, "clean")
+        r = compare_groups(rows, "dynat", base, robust)
+        vc, vr = _verdict(c["diff"], c["margin"]), _verdict(r["diff"], r["margin"])
+        votes.append(SUPPORTED if vc == 1 and vr >= 0 else
+                     NOT_SUPPORTED if -1 in (vc, vr) else INCONCLUSIVE)
+        parts.append(f"vs {title}: clean {c['diff'] * 100:+.1f} (±{_pct(c['margin'])}), "
+                     f"{ATTACK_TITLES.get(robust, robust)} {r['diff'] * 100:+.1f} "
+                     f"(±{_pct(r['margin'])})")
+    verdict = (SUPPORTED if all(v == SUPPORTED for v in votes) else
+               NOT_SUPPORTED if all(v == NOT_SUPPORTED for v in votes) else INCONCLUSIVE)
+    out.append({"claim": "2. DYNAT reaches higher clean accuracy than PGD-AT, TRADES and LBGAT "
+                         "at comparable robustness",
+                "measured": "; ".join(parts) + " (points, DYNAT minus baseline, mean of seeds)",
+                "verdict": verdict})
+    # 3. The clean forward: does switching it off change DYNAT (and PGD-AT)?
+    parts, effects = [], []
+    for on, off, title in (("dynat", "dynat_nocf", "DYNAT"), ("pgd_at_cf", "pgd_at", "PGD-AT")):
+        c = compare_groups(rows, on, off, "clean")
+        r = compare_groups(rows, on, off, robust)
+        effects.append((_verdict(c["diff"], c["margin"]), _verdict(r["diff"], r["margin"])))
+        parts.append(f"{title} on - off: clean {c['diff'] * 100:+.1f} (±{_pct(c['margin'])}), "
+                     f"{ATTACK_TITLES.get(robust, robust)} {r['diff'] * 100:+.1f} "
+                     f"(±{_pct(r['margin'])})")
+    dynat_effect = effects[0]
+    verdict = (INCONCLUSIVE if set(dynat_effect) == {1, -1} else
+               SUPPORTED if 1 in dynat_effect else NOT_SUPPORTED)
+    out.append({"claim": "3. The authors' extra clean forward of the target explains part of "
+                         "DYNAT's result (switching it on helps DYNAT)",
+                "measured": "; ".join(parts), "verdict": verdict})
+    # 4. A guide as small as the target still works: far more robust than standard training,
+    # and not less robust than PGD-AT.
+    s = compare_groups(rows, "dynat", "standard", robust)
+    p = compare_groups(rows, "dynat", "pgd_at", robust)
+    verdict = (SUPPORTED if _verdict(s["diff"], s["margin"]) == 1 and
+               _verdict(p["diff"], p["margin"]) >= 0 else
+               NOT_SUPPORTED if _verdict(s["diff"], s["margin"]) <= 0 else INCONCLUSIVE)
+    out.append({"claim": "4. A guide as small as the target works: DYNAT with the small CNN as "
+                         "guide is robust (well above standard training, not below PGD-AT)",
+                "measured": f"DYNAT minus standard {s['diff'] * 100:+.1f} (±{_pct(s['margin'])}), "
+                            f"DYNAT minus PGD-AT {p['diff'] * 100:+.1f} (±{_pct(p['margin'])}) "
+                            f"points of {ATTACK_TITLES.get(robust, robust)}",
+                "verdict": verdict})
+    return out
+
+
+def evidence_markdown(items: list[dict]) -> str:
+    lines = ["| claim | what was measured | verdict at this scale |", "|---|---|---|"]
+    lines += [f"| {e['claim']} | {e['measured']} | **{e['verdict']}** |" for e in items]
+    return "\n".join(lines)

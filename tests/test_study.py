@@ -86,3 +86,50 @@ def test_shipped_summary_matches_the_shipped_histories(folder):
             else:
                 assert line[key] == str(value)
     assert (folder / "summary.md").read_text() == study.markdown(rows) + "\n"
+
+
+def _row(run, clean, pgd20, n=1000, **extra):
+    return {"run": run, "clean": clean, "pgd20": pgd20, "n_test": n, **extra}
+
+
+def _tradeoff(dynat=(0.60, 0.30), nocf=(0.60, 0.30), baseline=(0.50, 0.30)):
+    rows = []
+    for seed in (0, 1):
+        rows += [_row(f"standard-s{seed}", 0.80, 0.01), _row(f"dynat-s{seed}", *dynat),
+                 _row(f"dynat_nocf-s{seed}", *nocf)]
+        rows += [_row(f"{b}-s{seed}", *baseline) for b in ("pgd_at", "pgd_at_cf", "trades",
+                                                           "lbgat")]
+    return {e["claim"][0]: e["verdict"] for e in study.tradeoff_evidence(rows)}
+
+
+def test_tradeoff_verdicts_follow_the_numbers():
+    # Clearly more accurate, as robust: claim 2 supported; the switch changes nothing: 3 not.
+    verdicts = _tradeoff()
+    assert verdicts == {"2": "supported", "3": "not supported", "4": "supported"}
+    # Within the noise of 2,000 images: inconclusive.
+    assert _tradeoff(dynat=(0.505, 0.30))["2"] == "inconclusive"
+    # More accurate but clearly less robust: not at comparable robustness.
+    assert _tradeoff(dynat=(0.60, 0.20))["2"] == "not supported"
+    # Switching the clean forward off costs DYNAT clean accuracy: claim 3 supported.
+    assert _tradeoff(nocf=(0.50, 0.30))["3"] == "supported"
+    # As robust as standard training: the small guide does not work.
+    assert _tradeoff(dynat=(0.80, 0.01))["4"] == "not supported"
+
+
+def _overfit(run, best, last, train_best, train_last):
+    return {"run": run, "best_test_pgd": best, "last_test_pgd": last, "drop": best - last,
+            "train_pgd_at_best": train_best, "last_train_pgd": train_last, "n_eval": 500}
+
+
+def test_overfitting_verdicts_follow_the_numbers():
+    rows = [_overfit(f"pgd_at-s{s}", 0.40, 0.25, 0.45, 0.70) for s in (0, 1)]
+    rows += [_overfit(f"dynat-s{s}", 0.38, 0.37, 0.40, 0.50) for s in (0, 1)]
+    a, b = study.overfitting_evidence(rows)
+    assert (a["verdict"], b["verdict"]) == ("supported", "supported")
+    # No drop beyond the noise: PGD-AT does not overfit here, and there is nothing to reduce.
+    flat = [dict(r, last_test_pgd=r["best_test_pgd"] - 0.01, drop=0.01) for r in rows]
+    a, b = study.overfitting_evidence(flat)
+    assert (a["verdict"], b["verdict"]) == ("not supported", "inconclusive")
+    # A drop while the training accuracy falls too is not robust overfitting.
+    falling = [dict(r, last_train_pgd=0.30) for r in rows]
+    assert study.overfitting_evidence(falling)[0]["verdict"] == "inconclusive"
