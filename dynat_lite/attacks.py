@@ -7,6 +7,8 @@ return detached tensors.
 from __future__ import annotations
 
 import contextlib
+import math
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
@@ -19,12 +21,26 @@ RANDOM_STARTS = ("uniform", "gaussian", None)
 
 # ------------------------------------------------------------------------------ input checks
 def check_images(x: torch.Tensor) -> None:
-    """Raise if ``x`` is not a float NCHW batch of images in [0, 1]."""
+    """Raise if ``x`` is not a non-empty float NCHW batch of finite images in [0, 1].
+
+    NaN needs its own test: every comparison with NaN is False, so NaN images would pass a
+    range check -- and NaN logits make ``argmax`` answer class 0, a silently wrong accuracy.
+    One host synchronization."""
     if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() != 4:
         shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
         raise ValueError(f"Expected float images of shape (N, C, H, W), got {shape}. "
                          f"Use dynat_lite.data to load images as float tensors in [0, 1].")
-    lo, hi = float(x.detach().min()), float(x.detach().max())
+    if x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
+        raise ValueError(f"Images of shape {tuple(x.shape)} look channels-last (N, H, W, C); "
+                         f"the models take (N, C, H, W): pass x.permute(0, 3, 1, 2).")
+    if x.numel() == 0:
+        raise ValueError(f"No images: the batch has shape {tuple(x.shape)}.")
+    lo, hi = torch.stack([x.detach().min(), x.detach().max()]).float().tolist()
+    if math.isnan(lo) or math.isnan(hi) or math.isinf(lo) or math.isinf(hi):
+        bad = int((~torch.isfinite(x.detach())).sum())
+        raise ValueError(f"Images hold {bad} non-finite value(s) (NaN or ±inf) among "
+                         f"{x.numel()}: a model's output on them means nothing. Find where they "
+                         f"came from (a division by zero, a corrupt file) and fix or drop them.")
     if lo < 0 or hi > 1:
         raise ValueError(f"Images must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]. "
                          f"Divide uint8 images by 255; do not normalize outside the model "
@@ -41,10 +57,33 @@ def check_budget(eps: float, step_size: float, steps: int) -> None:
         raise ValueError(f"steps must be an integer in [0, 10000], got {steps!r}.")
 
 
-def _check_labels(x: torch.Tensor, y: torch.Tensor) -> None:
+def _check_labels(x: torch.Tensor, y: torch.Tensor, model: nn.Module | None = None) -> None:
+    """Integer labels, one per image, each a class the model scores (one host sync)."""
     if not torch.is_tensor(y) or y.shape != (len(x),) or y.is_floating_point():
         raise ValueError(f"Labels must be an integer tensor of shape ({len(x)},), got "
                          f"{getattr(y, 'dtype', type(y))} {tuple(getattr(y, 'shape', ()))}.")
+    lo, hi = torch.stack([y.min(), y.max()]).tolist()
+    k = _num_outputs(model) if model is not None else None
+    if lo < 0 or (k is not None and hi >= k):
+        classes = f"[0, {k})" if k is not None else "[0, number of classes)"
+        raise ValueError(f"Labels must lie in {classes}"
+                         f"{' (the model scores %d classes)' % k if k is not None else ''}, "
+                         f"got values in [{lo}, {hi}].")
+
+
+def _num_outputs(model: nn.Module) -> int | None:
+    """How many classes ``model`` scores: the outputs of its last linear layer (None: none)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1].out_features if linears else None
+
+
+def _check_model_dtype(model: nn.Module, x: torch.Tensor) -> None:
+    """Images in the dtype of the model's weights (float64 images meet float32 weights when
+    they come from numpy)."""
+    weight = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if weight is not None and x.dtype != weight.dtype:
+        raise ValueError(f"Images are {x.dtype} but the model's weights are {weight.dtype}: "
+                         f"convert them with x.to({weight.dtype}) (numpy arrays are float64).")
 
 
 @contextlib.contextmanager
@@ -106,13 +145,15 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------- PGD
-def _validate(x, y, eps, step_size, steps, loss):
+def _validate(x, y, eps, step_size, steps, loss, model=None):
     check_images(x)
+    if model is not None:
+        _check_model_dtype(model, x)
     check_budget(eps, step_size, steps)
     if loss not in LOSSES:
         raise ValueError(f"Unknown attack loss {loss!r}. Valid: {', '.join(LOSSES)}.")
     if loss != "kl":
-        _check_labels(x, y)
+        _check_labels(x, y, model)
 
 
 def _clean_probs(model, x, loss):
@@ -122,18 +163,49 @@ def _clean_probs(model, x, loss):
         return F.softmax(model(x).float(), dim=1)
 
 
-def pgd_step(model: nn.Module, x_adv: torch.Tensor, x: torch.Tensor, y, *, eps: float,
-             step_size: float, loss: str = "ce", clean_probs=None):
-    """One PGD step from ``x_adv``: returns (the next point, the per-example loss at x_adv).
+def pgd_path(model: nn.Module, x: torch.Tensor, y, start: torch.Tensor, *, eps: float,
+             step_size: float, steps: int, loss: str = "ce", clean_probs=None
+             ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
+    """The PGD loop: every attack of the kit that iterates runs this one.
 
-    next = Proj(x_adv + step_size * sign(grad_x loss)), projecting onto the eps-ball around x
-    intersected with [0, 1]. Only the input's gradient is computed.
+    From ``start`` (projected first), ``steps`` times: x' <- Proj(x' + step_size *
+    sign(grad_x' loss)), projecting onto the eps-ball around ``x`` intersected with [0, 1].
+    Yields ``(point, logits, per_example_loss)`` for each of the ``steps`` points, looked at
+    before its step, then ``(last_point, None, None)``: ``steps + 1`` triples in all.
+
+    Only the input's gradient is computed. No input checks, no change of the model's mode and
+    no host synchronization: the callers (``pgd``, ``pgd_with_kappa``, ``pgd_iterates`` here,
+    the fast attack of ``fast.py`` and its CUDA graph) do those.
     """
-    x_adv = x_adv.detach().requires_grad_(True)
-    with torch.enable_grad():
-        per_example = attack_loss(model(x_adv), y, loss, clean_probs)
-        grad, = torch.autograd.grad(per_example.sum(), x_adv)
-    return project(x_adv.detach() + step_size * grad.sign(), x, eps), per_example.detach()
+    x_adv = project(start, x, eps)
+    for _ in range(steps):
+        point = x_adv.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(point)
+            per_example = attack_loss(logits, y, loss, clean_probs)
+            grad, = torch.autograd.grad(per_example.sum(), point)
+        yield point.detach(), logits.detach(), per_example.detach()
+        x_adv = project(point.detach() + step_size * grad.sign(), x, eps)
+    yield x_adv, None, None
+
+
+def pgd_endpoint(model: nn.Module, x: torch.Tensor, y, start: torch.Tensor, *, eps: float,
+                 step_size: float, steps: int, loss: str = "ce",
+                 clean_probs=None) -> torch.Tensor:
+    """The last point of :func:`pgd_path`: the adversarial images."""
+    for point, _, _ in pgd_path(model, x, y, start, eps=eps, step_size=step_size, steps=steps,
+                                loss=loss, clean_probs=clean_probs):
+        pass
+    return point
+
+
+def _start(model, x, y, *, eps, step_size, steps, loss, random_start, generator):
+    """Check the arguments; return (x detached, PGD's start point, the clean probabilities
+    that the KL loss needs). Call inside ``eval_mode(model)``."""
+    _validate(x, y, eps, step_size, steps, loss, model)
+    x = x.detach()
+    clean_probs = _clean_probs(model, x, loss)
+    return x, random_start_point(x, eps, random_start, generator), clean_probs
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, *, eps: float = 8 / 255,
@@ -146,15 +218,12 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, *, eps: float
     loss), "kl" (KL from the model's clean prediction, ``y`` unused). ``random_start``:
     "uniform" (x + U(-eps, eps)), "gaussian" (x + 0.001 N(0, I), as the DYNAT code) or None.
     """
-    _validate(x, y, eps, step_size, steps, loss)
-    x = x.detach()
     with eval_mode(model):
-        clean_probs = _clean_probs(model, x, loss)
-        x_adv = project(random_start_point(x, eps, random_start, generator), x, eps)
-        for _ in range(steps):
-            x_adv, _ = pgd_step(model, x_adv, x, y, eps=eps, step_size=step_size, loss=loss,
-                                clean_probs=clean_probs)
-    return x_adv
+        x, start, clean_probs = _start(model, x, y, eps=eps, step_size=step_size, steps=steps,
+                                       loss=loss, random_start=random_start,
+                                       generator=generator)
+        return pgd_endpoint(model, x, y, start, eps=eps, step_size=step_size, steps=steps,
+                            loss=loss, clean_probs=clean_probs)
 
 
 def pgd_iterates(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, *,
@@ -164,24 +233,34 @@ def pgd_iterates(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, *,
                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """PGD one step at a time, for looking inside: yields ``(x_adv, loss_per_example)`` at the
     start point and after each step (``steps + 1`` pairs), the same points ``pgd`` visits."""
-    _validate(x, y, eps, step_size, steps, loss)
-    x = x.detach()
     with eval_mode(model):
-        clean_probs = _clean_probs(model, x, loss)
-        x_adv = project(random_start_point(x, eps, random_start, generator), x, eps)
-        for _ in range(steps):
-            x_next, value = pgd_step(model, x_adv, x, y, eps=eps, step_size=step_size,
-                                     loss=loss, clean_probs=clean_probs)
-            yield x_adv, value
-            x_adv = x_next
-        with torch.no_grad():
-            yield x_adv, attack_loss(model(x_adv), y, loss, clean_probs)
+        x, start, clean_probs = _start(model, x, y, eps=eps, step_size=step_size, steps=steps,
+                                       loss=loss, random_start=random_start,
+                                       generator=generator)
+        for point, _, value in pgd_path(model, x, y, start, eps=eps, step_size=step_size,
+                                        steps=steps, loss=loss, clean_probs=clean_probs):
+            if value is None:  # the last point: its loss was never needed for a step
+                with torch.no_grad():
+                    value = attack_loss(model(point), y, loss, clean_probs)
+            yield point, value
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
          eps: float = 8 / 255) -> torch.Tensor:
     """Fast Gradient Sign Method: one step of size eps from x along the sign of the CE gradient."""
     return pgd(model, x, y, eps=eps, step_size=eps, steps=1, loss="ce", random_start=None)
+
+
+def kappa_path(model: nn.Module, x: torch.Tensor, y: torch.Tensor, start: torch.Tensor, *,
+               eps: float, step_size: float, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """PGD-CE from ``start`` (:func:`pgd_path`) counting GAIRAT's kappa on the way: the
+    iterates, each looked at before its step, at which the model still predicts ``y``."""
+    kappa = torch.zeros(len(x), device=x.device)
+    for point, logits, _ in pgd_path(model, x, y, start, eps=eps, step_size=step_size,
+                                     steps=steps, loss="ce"):
+        if logits is not None:
+            kappa += (logits.argmax(1) == y).float()
+    return point, kappa
 
 
 def pgd_with_kappa(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
@@ -198,19 +277,40 @@ def pgd_with_kappa(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     does not stop early, so ``x_adv`` is what ``pgd`` with the same arguments returns. kappa is
     a float tensor on x's device (no host synchronization).
     """
-    _validate(x, y, eps, step_size, steps, "ce")
-    x = x.detach()
-    kappa = torch.zeros(len(x), device=x.device)
     with eval_mode(model):
-        x_adv = project(random_start_point(x, eps, random_start, generator), x, eps)
-        for _ in range(steps):
-            x_adv = x_adv.detach().requires_grad_(True)
-            with torch.enable_grad():
-                logits = model(x_adv)
-                grad, = torch.autograd.grad(attack_loss(logits, y, "ce").sum(), x_adv)
-            kappa += (logits.detach().argmax(1) == y).float()
-            x_adv = project(x_adv.detach() + step_size * grad.sign(), x, eps)
-    return x_adv.detach(), kappa
+        x, start, _ = _start(model, x, y, eps=eps, step_size=step_size, steps=steps, loss="ce",
+                             random_start=random_start, generator=generator)
+        return kappa_path(model, x, y, start, eps=eps, step_size=step_size, steps=steps)
+
+
+@dataclass(frozen=True, eq=False)
+class PGD:
+    """A PGD attack with its budget bound: what a training loss runs as its inner maximization.
+
+        attack = PGD(eps=8 / 255, step_size=2 / 255, steps=10, random_start="gaussian")
+        x_adv = attack(model, x, labels)                  # maximize CE to labels
+        x_adv = attack(model, x, None, loss="kl")         # TRADES' KL from the clean prediction
+        x_adv, kappa = attack.with_kappa(model, x, labels)  # and GAIRAT's kappa
+
+    The losses of ``methods`` take one as ``attack``; ``fast.FastPGD`` is the same attack made
+    for the training step (no input checks, frozen parameters, a CUDA graph).
+    """
+    eps: float = 8 / 255
+    step_size: float = 2 / 255
+    steps: int = 10
+    random_start: str | None = "gaussian"
+    generator: torch.Generator | None = None
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
+                 loss: str = "ce") -> torch.Tensor:
+        return pgd(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
+                   loss=loss, random_start=self.random_start, generator=self.generator)
+
+    def with_kappa(self, model: nn.Module, x: torch.Tensor,
+                   y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return pgd_with_kappa(model, x, y, eps=self.eps, step_size=self.step_size,
+                              steps=self.steps, random_start=self.random_start,
+                              generator=self.generator)
 
 
 def cw_inf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255,
@@ -291,7 +391,7 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
                          f"Valid: {', '.join(AUTOATTACK_VERSIONS)}.")
     check_images(x)
     check_budget(eps, 0, 0)
-    _check_labels(x, y)
+    _check_labels(x, y, model)
     device = next(model.parameters()).device
     # Contiguous NCHW: AutoAttack calls ``.view`` on the input's gradient, which fails when the
     # images carry channels-last strides (e.g. permuted from NHWC arrays).

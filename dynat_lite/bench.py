@@ -1,6 +1,7 @@
 """``python -m dynat_lite bench``: how fast is the DYNAT training step on this machine?
 
-For DYNAT with a WRN-34-10 target and with a ResNet-18 target (the guide: ResNet-18) it prints
+For DYNAT as the ``paper`` profile trains it (the authors' guide, resnet18-cifar, and the
+target's extra clean forward), with a WRN-34-10 target and with a ResNet-18 target, it prints
 
 - images per second of the fast training step (``train.train_epoch`` on device-resident
   batches: exactly what ``fit`` runs): eager, kernels launched one by one; on CUDA also with
@@ -8,16 +9,16 @@ For DYNAT with a WRN-34-10 target and with a ResNet-18 target (the guide: ResNet
 - the compute rate of the fastest of these (the step's FLOPs per image, counted by PyTorch's
   FlopCounterMode, times images per second) as a fraction of the device's measured matmul
   peak in the dtype the step computes in (bf16 on a GPU with native bf16, else float32);
-- the ratio to the faithful float32 reference step (``fast.reference_dynat_loss``: eager,
-  the guide's argmax recomputed at every PGD step, batches from a CPU DataLoader, the loss
-  read with ``.item()`` after each step, as a typical training script logs it), timed in the
-  same run;
+- the ratio to the faithful reference step (:func:`reference_dynat_loss`: the step as the
+  authors' code runs it -- float32, eager, the resnet18-cifar guide re-run for its argmax at
+  every PGD step, the target's clean forward, batches from a CPU DataLoader, the loss read
+  with ``.item()`` after each step, as a typical training script logs it), timed in the same
+  run;
 - PGD-20 evaluation throughput (float32, ``evaluate.correct_under``);
 - for the ResNet-18 target, the projected time of one epoch of CIFAR-10 (50,000 images).
 
 On CUDA it runs the paper's sizes (batch 128, PGD-10); on a CPU a small size (batch 1 and
-PGD-1 for WRN-34-10) so that it finishes in about a minute. Figures, not assertions: nothing
-here is used by the tests.
+PGD-1 for WRN-34-10). Figures, not assertions: the tests check only that it runs.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from . import data as data_lib
@@ -35,7 +37,7 @@ from . import fast, models, train
 from .evaluate import correct_under
 
 CIFAR10_TRAIN = 50_000
-GUIDE = "resnet18"
+GUIDE = train.PROFILES["paper"]["guide_model"]   # the authors' guide: resnet18-cifar
 TARGETS = ("wrn-34-10", "resnet18")
 
 
@@ -50,9 +52,9 @@ class Size:
 
 
 def sizes(device: torch.device, target: str) -> Size:
-    """The paper's sizes on CUDA; on a CPU, tiny ones that finish in about a minute: a
-    WRN-34-10 training image costs ~70 GFLOP even with PGD-1, a PGD-20 evaluation image
-    ~530 GFLOP (so that one is skipped on a CPU)."""
+    """The paper's sizes on CUDA; on a CPU, tiny ones: a WRN-34-10 training image costs
+    ~70 GFLOP even with PGD-1, a PGD-20 evaluation image ~530 GFLOP (so that one is skipped
+    on a CPU)."""
     if device.type == "cuda":
         return Size(batch=128, steps=10, warmup=3, iters=20 if target == "wrn-34-10" else 40,
                     eval_batch=512)
@@ -86,13 +88,14 @@ def matmul_peak(device: torch.device) -> tuple[float, str]:
 
 
 # ----------------------------------------------------------------------------------- FLOPs
-def step_flops(target: str, guide: str, steps: int) -> float:
+def step_flops(target: str, guide: str, steps: int, clean_forward: bool = False) -> float:
     """FLOPs per image of one DYNAT step: ``steps`` x (target forward + input gradient) +
-    target forward and backward + guide forward and backward. Counted on the "meta" device
-    (shapes only, no arithmetic), so it costs nothing."""
+    target forward and backward + guide forward and backward (+ a target forward with
+    ``clean_forward``). Counted on the "meta" device (shapes only, no arithmetic), so it costs
+    nothing."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    def count(name: str, attack: bool) -> int:
+    def count(name: str, attack: bool, backward: bool = True) -> int:
         with torch.device("meta"):
             model = models.create(name)
             x = torch.zeros(1, 3, 32, 32, requires_grad=attack)
@@ -100,10 +103,76 @@ def step_flops(target: str, guide: str, steps: int) -> float:
         model.train(not attack)
         model.requires_grad_(not attack)
         with FlopCounterMode(display=False) as counter:
-            F.cross_entropy(model(x), y).backward()
+            loss = F.cross_entropy(model(x), y)
+            if backward:
+                loss.backward()
         return counter.get_total_flops()
 
-    return steps * count(target, True) + count(target, False) + count(guide, False)
+    extra = count(target, False, backward=False) if clean_forward else 0
+    return steps * count(target, True) + count(target, False) + count(guide, False) + extra
+
+
+# -------------------------------------------------------------------------------- reference
+def reference_dynat_loss(guide: nn.Module, target: nn.Module, x: torch.Tensor,
+                         y: torch.Tensor, *, eps: float = 0.031, step_size: float = 0.007,
+                         steps: int = 10, beta: float = 1.0, clean_forward: bool = True):
+    """The DYNAT loss as the authors' loop computes it, for timing: float32, eager, the
+    guide's argmax recomputed from the clean batch at every PGD step (without gradient; the
+    guide stays in its current mode, so its BatchNorm statistics move), and, with
+    ``clean_forward``, the target forwarded once more on the clean batch in train mode after
+    its adversarial forward, the output unused. Slower, not different: the labels are the same
+    at every step."""
+    target.eval()
+    x_adv = x.detach() + 0.001 * torch.randn_like(x)
+    for _ in range(steps):
+        x_adv.requires_grad_()
+        with torch.no_grad():
+            labels = guide(x).argmax(1)
+        with torch.enable_grad():
+            loss = F.cross_entropy(target(x_adv), labels)
+        grad, = torch.autograd.grad(loss, [x_adv])
+        x_adv = x_adv.detach() + step_size * grad.sign()
+        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+    target.train()
+    guide_logits = guide(x)
+    labels = guide_logits.detach().argmax(1)
+    adv_logits = target(x_adv)
+    if clean_forward:
+        target(x)
+    return F.cross_entropy(guide_logits, y) + beta * F.cross_entropy(adv_logits, labels)
+
+
+class _Augmented(torch.utils.data.Dataset):
+    """CIFAR-style augmentation per image on the CPU (pad 4 + random crop, random flip), the
+    way a torchvision pipeline in a DataLoader worker does it."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        img = F.pad(self.x[i], (4, 4, 4, 4))
+        top, left = torch.randint(0, 9, (2,)).tolist()
+        img = img[:, top:top + 32, left:left + 32]
+        if torch.rand(()) < 0.5:
+            img = img.flip(2)
+        return img, self.y[i]
+
+
+def reference_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, *, device,
+                      workers: int = 2, seed: int = 0):
+    """The reference's input pipeline: a shuffling CPU ``DataLoader`` (``workers`` processes,
+    pinned memory on CUDA) whose batches are copied to ``device`` one by one."""
+    device = torch.device(device)
+    loader = torch.utils.data.DataLoader(
+        _Augmented(x.cpu(), y.cpu()), batch_size=batch_size, shuffle=True, drop_last=True,
+        num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(seed))
+    while True:
+        for xb, yb in loader:
+            yield xb.to(device), yb.to(device)
 
 
 # ---------------------------------------------------------------------------------- timings
@@ -139,18 +208,20 @@ def time_fast(target: str, size: Size, device: torch.device, compile: bool = Fal
 
 
 def time_reference(target: str, size: Size, device: torch.device, guide: str = GUIDE) -> float:
-    """Images per second of the faithful float32 reference step, timed like ``time_fast``."""
+    """Images per second of the faithful reference step (:func:`reference_dynat_loss`),
+    timed like ``time_fast``."""
     cfg = _bench_config(target, size, device, compile=False, guide=guide)
     nets = train.build(cfg, 10, device)   # float32, NCHW, eager
     optimizer = train.make_optimizer(cfg, nets)
     x, y = _random_images((size.warmup + size.iters) * size.batch)
-    loader = fast.reference_batches(x, y, size.batch, device=device,
-                                    workers=4 if device.type == "cuda" else 0)
+    loader = reference_batches(x, y, size.batch, device=device,
+                               workers=4 if device.type == "cuda" else 0)
 
     def step():
         xb, yb = next(loader)
-        loss = fast.reference_dynat_loss(nets.guide, nets.target, xb, yb, eps=cfg.eps,
-                                         step_size=cfg.step_size, steps=cfg.steps)
+        loss = reference_dynat_loss(nets.guide, nets.target, xb, yb, eps=cfg.eps,
+                                    step_size=cfg.step_size, steps=cfg.steps,
+                                    clean_forward=cfg.target_clean_forward)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -210,13 +281,14 @@ def run(device: str = "auto", compile: str = "auto", targets=TARGETS, guide: str
     peak, peak_dtype = matmul_peak(dev)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
-    print(f"dynat-lite bench: DYNAT step (guide {guide}), torch {torch.__version__}, "
-          f"{dev.type}: {name}")
+    print(f"dynat-lite bench: DYNAT step of the paper profile (guide {guide}, the target's "
+          f"clean forward), torch {torch.__version__}, {dev.type}: {name}")
     print(f"measured matmul peak: {peak / 1e12:.3g} TFLOP/s ({peak_dtype})")
     rows = []
     for target in targets:
         size = sizes(dev, target)
-        flops = step_flops(target, guide, size.steps)
+        flops = step_flops(target, guide, size.steps,
+                           clean_forward=train.PROFILES["paper"]["target_clean_forward"])
         fast_ips = time_fast(target, size, dev, guide=guide)
         graphed_ips = (time_fast(target, size, dev, guide=guide, graphs=True)
                        if dev.type == "cuda" else None)
@@ -239,8 +311,9 @@ def run(device: str = "auto", compile: str = "auto", targets=TARGETS, guide: str
     print("GFLOP/img: per training image at that many PGD steps; eager / graphed / compiled: "
           "the fast step with kernels launched one by one / the attack as a CUDA graph / "
           "torch.compile and the graph; % peak: the best of them in FLOP/s over the matmul "
-          "peak; speed-up: the best over the float32 reference (eager, guide argmax per PGD "
-          "step, CPU DataLoader); '-': not measured here.")
+          "peak; speed-up: the best over the faithful reference (float32, eager, the guide "
+          "re-run for its argmax at every PGD step, the clean forward, CPU DataLoader); '-': "
+          "not measured here.")
     return {"device": dev.type, "device_name": name, "torch": torch.__version__,
             "peak_flops": peak, "peak_dtype": peak_dtype, "rows": [asdict(r) for r in rows]}
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import data as data_lib
 from . import methods, train
-from .evaluate import ATTACK_TITLES, ATTACKS, robustness_report
+from .evaluate import ATTACK_TITLES, attack_function, attack_title, robustness_report
 
 DEFAULT_METHODS = ("dynat", "pgd_at", "trades", "mart", "gairat", "mail", "lbgat",
                    "dynat_gairat")
@@ -28,11 +28,9 @@ REPORT = "report.json"
 
 
 def method_config(name: str, profile: str, **overrides) -> train.Config:
-    """The training config of method ``name``: the profile's budget, shared by all methods,
-    with the method's own random start (uniform for PGD-AT and GAIRAT, as their code)."""
-    method = methods.get(name)
-    start = method.option_default("random_start", fallback="gaussian")
-    return train.config(profile, **{"method": name, "random_start": start, **overrides})
+    """``train.config(profile, method=name, **overrides)``: the profile's budget, shared by all
+    methods, with the method's own defaults (kept under this name for older callers)."""
+    return train.config(profile, **{"method": name, **overrides})
 
 
 def evaluate_method(result: train.Result, *, n_eval: int, attacks, seed: int,
@@ -49,7 +47,7 @@ def evaluate_method(result: train.Result, *, n_eval: int, attacks, seed: int,
     x, y = result.dataset.x_test[:n_eval], result.dataset.y_test[:n_eval]
     report = robustness_report(result.target, x, y, attacks=attacks, seed=seed,
                                checks=n_check != 0, n_check=n_check)
-    log("  " + ", ".join(f"{ATTACK_TITLES.get(k, k)} {v:.1%}" for k, v in report.accuracy.items())
+    log("  " + ", ".join(f"{attack_title(k)} {v:.1%}" for k, v in report.accuracy.items())
         + f" ({sum(report.seconds.values()):.0f} s)"
         + ("" if not report.checks else "; sanity checks: " + ("ok" if report.ok else
            "FAILED: " + "; ".join(c.name for c in report.failed))))
@@ -65,15 +63,16 @@ def compare(method_names, *, profile: str = "cpu", out: str | Path, dataset: str
             progress=False, log=print) -> list[dict]:
     """Train (or load) and evaluate each method; returns one row per method (see ``row``).
 
-    Every method gets the same config but for ``method`` and its random start: same data,
-    seed, epochs, attack budget. ``n_eval`` test images are evaluated (None: all loaded).
+    Every method gets the same config but for ``method`` and its own defaults (random start,
+    settings: ``train.config``): same data, seed, epochs, attack budget. ``n_eval`` test images
+    are evaluated (None: all loaded).
     """
     out = Path(out)
     overrides = dict(overrides or {})
     if dataset is not None:
         overrides["dataset"] = dataset
     overrides["seed"] = seed
-    cfgs = [method_config(name, profile, **overrides) for name in method_names]
+    cfgs = [train.config(profile, method=name, **overrides) for name in method_names]
     base = cfgs[0]
     data = data_lib.load(base.dataset, root=base.data_root, n_train=base.n_train,
                          n_test=base.n_test, seed=base.seed)
@@ -111,16 +110,27 @@ def _columns(rows):
     return cols
 
 
+def _is_accuracy(column: str) -> bool:
+    """Does ``column`` hold an accuracy: an attack's, or the worst case?"""
+    if column in ATTACK_TITLES:
+        return True
+    try:
+        attack_function(column)
+        return True
+    except ValueError:
+        return False
+
+
 def markdown_table(rows: list[dict]) -> str:
     """The rows as a Markdown table, accuracies in percent."""
     cols = [c for c in _columns(rows) if c != "description"]
-    head = [ATTACK_TITLES.get(c, c) for c in cols]
+    head = [attack_title(c) for c in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = []
         for c in cols:
             v = r.get(c, "")
-            cells.append(f"{100 * v:.1f}" if c in ATTACK_TITLES and isinstance(v, float) else str(v))
+            cells.append(f"{100 * v:.1f}" if _is_accuracy(c) and isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -134,24 +144,12 @@ def robust_column(rows: list[dict]) -> str:
 
 
 def figure(rows: list[dict], robust: str | None = None):
-    """Clean vs robust accuracy, one point per method (as Figure 4 of the DYNAT paper)."""
-    import plotly.graph_objects as go
+    """Clean vs robust accuracy, one point per method: ``viz.clean_vs_robust`` of the rows, on
+    the strongest attack they hold unless ``robust`` names one."""
+    from . import viz
 
     robust = robust or robust_column(rows)
-    fig = go.Figure()
-    for r in rows:
-        dynat = r["method"].startswith("dynat")
-        fig.add_trace(go.Scatter(
-            x=[100 * r["clean"]], y=[100 * r[robust]], mode="markers+text", name=r["method"],
-            text=[r["method"]], textposition="top center",
-            marker=dict(size=14 if dynat else 10, symbol="star" if dynat else "circle"),
-            hovertemplate=(f"{r['method']}<br>clean %{{x:.1f}} %<br>"
-                           f"{ATTACK_TITLES.get(robust, robust)} %{{y:.1f}} %<extra></extra>")))
-    fig.update_layout(title=f"Clean vs robust accuracy ({ATTACK_TITLES.get(robust, robust)})",
-                      xaxis_title="clean accuracy (%)",
-                      yaxis_title=f"{ATTACK_TITLES.get(robust, robust)} accuracy (%)",
-                      showlegend=False, template="plotly_white", height=480)
-    return fig
+    return viz.clean_vs_robust(rows, robust, robust_title=attack_title(robust))
 
 
 def write_outputs(rows: list[dict], out: str | Path) -> dict:
@@ -193,7 +191,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--n-train", type=int, default=None)
     p.add_argument("--n-eval", type=int, default=500, help="test images evaluated")
     p.add_argument("--attacks", default=",".join(DEFAULT_ATTACKS),
-                   help=f"comma-separated; available: {', '.join(ATTACKS)}")
+                   help="comma-separated: clean, fgsm, pgd-N (e.g. pgd-20), cw, aa_fast, "
+                        "aa_standard")
     p.add_argument("--n-check", type=int, default=200,
                    help="images for the sanity checks (0: skip them)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the profile's)")
@@ -209,9 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in names:
             methods.get(name)
-        bad = [a for a in attacks if a not in ATTACKS]
-        if bad:
-            raise ValueError(f"Unknown attack(s) {bad}. Valid: {', '.join(ATTACKS)}.")
+        for attack in attacks:
+            attack_function(attack)  # an unknown name raises, naming the valid ones
         overrides = {k: v for k, v in (("epochs", args.epochs), ("n_train", args.n_train),
                                        ("device", args.device)) if v is not None}
         rows = compare(names, profile=args.profile, out=args.out, dataset=args.dataset,

@@ -10,11 +10,14 @@ the class names. Four sources:
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .attacks import check_images
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
@@ -25,6 +28,31 @@ DATASETS = ("cifar10", "cifar100", "synthetic", "<path to an .npz>")
 
 class DatasetError(ValueError):
     """A dataset that cannot be loaded; the message says what to do instead."""
+
+
+# Advice, in PyTorch's and numpy's messages, to turn a safety check off (weights_only=False,
+# allow_pickle=True, allow-listing globals): loading a pickle runs the code inside it.
+_UNSAFE_ADVICE = re.compile(r"weights_only|allow_pickle|safe_globals|pickle\.load|trusted source"
+                            r"|if you trust|trust the source", re.IGNORECASE)
+
+
+def plain_reason(err: BaseException) -> str:
+    """``err``'s message on one line, for our own error messages, without the advice some
+    libraries give to disable a safety check: the cause in words, never "re-run with
+    weights_only=False" or "allow_pickle=True"."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # terminal colour codes
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return (f"it holds a Python object ({found.group(1)}) besides tensors and plain "
+                f"containers, and such objects are never loaded: loading one can run code")
+    if "Object arrays cannot be loaded" in text:
+        return ("it holds an array of Python objects (dtype object), and such arrays are never "
+                "loaded: loading one can run code; save numeric arrays instead")
+    if "pickled" in text and "allow_pickle" in text:
+        return "it holds pickled Python objects, which are never loaded: loading one can run code"
+    sentences = re.split(r"(?<=[.!?])\s+|\n+", text)
+    kept = [s.strip() for s in sentences if s.strip() and not _UNSAFE_ADVICE.search(s)]
+    return " ".join(" ".join(kept).split()) or type(err).__name__
 
 
 @dataclass
@@ -136,13 +164,15 @@ def _load_npz(path: Path) -> Dataset:
         raise DatasetError(f"No such .npz file: {path}. Check the path, or use 'cifar10' or "
                            f"'synthetic'.")
     try:
-        arrays = np.load(path, allow_pickle=False)
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
     except Exception as err:
-        raise DatasetError(f"Could not read {path} as an .npz ({err}).") from err
+        raise DatasetError(f"Could not read {path} as an .npz dataset: {plain_reason(err)}.") \
+            from err
     need = ("x_train", "y_train", "x_test", "y_test")
-    missing = [k for k in need if k not in arrays.files]
+    missing = [k for k in need if k not in arrays]
     if missing:
-        raise DatasetError(f"{path} lacks the arrays {missing}; it has {arrays.files}. An .npz "
+        raise DatasetError(f"{path} lacks the arrays {missing}; it has {list(arrays)}. An .npz "
                            f"dataset needs {', '.join(need)} (uint8 NHWC images, integer labels).")
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
@@ -152,17 +182,50 @@ def _load_npz(path: Path) -> Dataset:
         if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
             raise DatasetError(f"{path}: y_{split} must be integers of shape ({len(x)},), got "
                                f"{y.dtype} {y.shape}.")
-    y_all = np.concatenate([arrays["y_train"], arrays["y_test"]])
-    if "classes" in arrays.files:
-        classes = tuple(str(c) for c in arrays["classes"])
-    else:
-        classes = tuple(str(c) for c in range(int(y_all.max()) + 1))
-    if y_all.min() < 0 or y_all.max() >= len(classes):
-        raise DatasetError(f"{path}: labels must lie in [0, {len(classes)}).")
+        if len(x) == 0:
+            raise DatasetError(f"{path}: x_{split} holds no images; an .npz dataset needs at "
+                               f"least one training and one test image.")
+    classes = _npz_classes(path, arrays)
     return Dataset(path.stem, images_from_uint8(arrays["x_train"]),
                    torch.from_numpy(arrays["y_train"].astype(np.int64)),
                    images_from_uint8(arrays["x_test"]),
                    torch.from_numpy(arrays["y_test"].astype(np.int64)), classes)
+
+
+def _npz_classes(path: Path, arrays: dict) -> tuple[str, ...]:
+    """The class names of an .npz dataset: its ``classes`` array, or "0" ... "K-1" when the
+    training labels are exactly 0..K-1 with every class present. Anything else -- a stray label
+    57 among 0-9 would make a 58-class problem -- raises, naming the offending labels."""
+    y_all = np.concatenate([arrays["y_train"], arrays["y_test"]])
+    if "classes" in arrays:
+        classes = tuple(str(c) for c in np.atleast_1d(arrays["classes"]))
+        bad = np.unique(y_all[(y_all < 0) | (y_all >= len(classes))])
+        if bad.size:
+            raise DatasetError(f"{path}: labels must lie in [0, {len(classes)}) (its classes "
+                               f"array names {len(classes)} classes); found {_listed(bad)}.")
+        return classes
+    if y_all.min() < 0:
+        raise DatasetError(f"{path}: labels must lie in [0, K), found {_listed(y_all[y_all < 0])}.")
+    present = set(np.unique(arrays["y_train"]).tolist())
+    k = 0
+    while k in present:  # the classes 0..k-1 all occur in training
+        k += 1
+    beyond = np.unique(y_all[y_all >= k])
+    if beyond.size:
+        raise DatasetError(
+            f"{path}: the label(s) {_listed(beyond)} lie beyond the classes that the training "
+            f"labels cover without a gap ({f'0..{k - 1}' if k else 'none'}: class {k} never "
+            f"occurs in y_train). Labels must be 0..K-1 "
+            f"with every class present in training, or the .npz must hold a `classes` array "
+            f"naming the K classes.")
+    return tuple(str(c) for c in range(k))
+
+
+def _listed(values: np.ndarray, most: int = 8) -> str:
+    """Distinct values, sorted, the first ``most`` of them: "57", "-1, 10, 11, ... (12 values)"."""
+    values = np.unique(values).tolist()
+    text = ", ".join(str(v) for v in values[:most])
+    return text + (f", ... ({len(values)} values)" if len(values) > most else "")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -258,6 +321,13 @@ class Batches:
                  augment: bool = True, drop_last: bool = True, seed: int = 0):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
+        if len(y) == 0:
+            raise ValueError("No training images: the training split is empty.")
+        if drop_last and batch_size > len(y):
+            raise ValueError(f"The batch size {batch_size} is larger than the {len(y)} training "
+                             f"images, so every batch would be dropped: choose a batch size of "
+                             f"at most {len(y)} (--batch-size) or more images (--n-train).")
+        check_images(x)  # finite, in [0, 1]: NaN images would train NaN weights
         self.x = x.to(device)
         self.y = y.to(device)
         self.batch_size = batch_size

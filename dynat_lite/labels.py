@@ -1,27 +1,20 @@
-"""Dynamic labels: the guide network's own prediction, handed to the target as its label."""
+"""Dynamic labels, for looking at them: a recorder of the guide's labels on a fixed probe set,
+and a guide trained alone while they are recorded.
+
+The label itself, ``dynamic_labels`` (the guide's argmax), is part of the DYNAT step and lives
+in ``methods``; ``predict`` lives beside the evaluation, in ``evaluate``. Both are importable
+from here too, as the lessons call them.
+"""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
+from . import train as train_lib
+from .evaluate import predict
+from .methods import dynamic_labels
 
-def dynamic_labels(guide_logits: torch.Tensor) -> torch.Tensor:
-    """The guide's argmax class per example: a hard label with no gradient attached."""
-    return guide_logits.detach().argmax(dim=1)
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Softmax probabilities of ``model`` on ``x`` in eval mode; the model's mode is restored."""
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        probs = [model(x[i:i + batch_size].to(device)).float().softmax(1).cpu()
-                 for i in range(0, len(x), batch_size)]
-    finally:
-        model.train(was_training)
-    return torch.cat(probs)
+__all__ = ["LabelRecorder", "dynamic_labels", "predict", "train_guide"]
 
 
 class LabelRecorder:
@@ -73,58 +66,26 @@ class LabelRecorder:
 
 
 def train_guide(cfg, probe_x: torch.Tensor, probe_y: torch.Tensor, *, every: int = 2,
-                max_steps: int | None = None, dataset=None, progress=None):
-    """Train a guide from scratch on clean images while recording its dynamic labels.
-
-    This is exactly the guide's half of DYNAT: CE(f_g(x), y) with ``cfg``'s optimizer, schedule,
-    batches and seed. The target's term never sends gradient into the guide, so a guide trained
-    alone gives the same kind of labels, step for step, as one trained inside DYNAT.
+                max_steps: int | None = None, dataset=None, progress=None,
+                also: list[LabelRecorder] | tuple = ()):
+    """Train a guide from scratch on clean images (``train.train_guide``) while recording its
+    dynamic labels.
 
     The labels on ``probe_x`` are recorded before the first step and every ``every`` steps
     (and after the last). ``max_steps`` stops early (e.g. for a young, still-weak guide).
+    ``also``: more LabelRecorders (e.g. on training images) that record at the same steps.
     Returns ``(guide, recorder)``; the guide comes back in eval mode.
     """
-    import dataclasses
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"every must be a positive integer (steps between records), got "
+                         f"{every!r}.")
+    recorders = [LabelRecorder(probe_x, probe_y), *also]
 
-    import torch.nn.functional as F
+    def record(guide: nn.Module, step: int, last: bool) -> None:
+        if step % every == 0 or last:
+            for r in recorders:
+                r.record(guide, step)
 
-    from . import data as data_lib
-    from . import train as train_lib
-
-    if not isinstance(every, int) or every < 1:
-        raise ValueError(f"every must be a positive integer (steps between records), got {every!r}.")
-    gcfg = dataclasses.replace(cfg, method="standard", model=cfg.guide_model)
-    if dataset is None:
-        dataset = data_lib.load(cfg.dataset, root=cfg.data_root, n_train=cfg.n_train,
-                                n_test=cfg.n_test, seed=cfg.seed)
-    device = train_lib.resolve_device(cfg.device)
-    nets = train_lib.build(gcfg, dataset.num_classes, device)
-    guide, optimizer = nets.target, train_lib.make_optimizer(gcfg, nets)
-    batches = data_lib.Batches(dataset.x_train, dataset.y_train, cfg.batch_size, device=device,
-                               augment=cfg.augment, seed=cfg.seed)
-    total = len(batches) * cfg.epochs
-    if max_steps is not None:
-        total = min(total, max_steps)
-    recorder = LabelRecorder(probe_x, probe_y)
-    recorder.record(guide, 0)
-    bar = progress(total=total, desc="guide") if progress is not None else None
-    step = 0
-    for epoch in range(cfg.epochs):
-        for i, (x, y) in enumerate(batches.epoch(epoch)):
-            if step >= total:
-                break
-            for group in optimizer.param_groups:
-                group["lr"] = train_lib.learning_rate(gcfg, epoch + i / len(batches))
-            guide.train()
-            loss = F.cross_entropy(guide(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            if step % every == 0 or step == total:
-                recorder.record(guide, step)
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
-    return guide.eval(), recorder
+    guide = train_lib.train_guide(cfg, dataset=dataset, max_steps=max_steps, on_step=record,
+                                  progress=progress)
+    return guide, recorders[0]

@@ -7,12 +7,22 @@ Every loss takes a batch of clean images ``x`` in [0, 1] with ground truth ``y``
 take ``(guide, target, x, y)``, the others ``(target, x, y)``. No loss synchronizes with the
 host (no ``.item()``), so a training step stays asynchronous on a GPU.
 
+The inner maximization is an argument: every loss that attacks takes ``attack``, an
+:class:`dynat_lite.attacks.PGD` (or the training step's :class:`dynat_lite.fast.FastPGD`), and
+runs it as ``attack(model, x, labels)`` (CE), ``attack(model, x, None, loss="kl")`` or
+``attack.with_kappa(model, x, labels)``. Called without one, a loss builds ``PGD`` from its
+budget keywords (``eps``, ``step_size``, ``steps``, ``random_start``, ``generator``), whose
+defaults are the method's own; given one, it runs that attack and the budget keywords are not
+used. The training loop always passes the attack it built from its Config.
+
 Methods with a burn-in (GAIRAT, MAIL, DYNAT + GAIRAT) also take ``run_fraction``: the fraction
 of the run completed when the current epoch started (epoch / epochs), which the training loop
 passes to every method registered with ``scheduled=True``.
 
 Every published method's defaults follow its paper's official code; the attack budget (eps,
 step size, steps) is set by the training config, the same for all methods.
+``Method.settings()`` lists a method's own settings (beta, weights, ...) with their defaults;
+``train.config`` writes them into ``Config.method_options``.
 """
 from __future__ import annotations
 
@@ -24,8 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attacks import pgd, pgd_with_kappa
-from .labels import dynamic_labels
+from .attacks import PGD
 
 LABEL_SOURCES = ("dynamic", "static", "soft")
 TARGET_LOSSES = ("ce", "kl", "mse")
@@ -36,6 +45,17 @@ GAIR_FUNCTIONS = ("tanh", "sigmoid", "discrete")
 def _check_choice(what: str, value, valid) -> None:
     if value not in valid:
         raise ValueError(f"Unknown {what} {value!r}. Valid: {', '.join(map(str, valid))}.")
+
+
+def dynamic_labels(guide_logits: torch.Tensor) -> torch.Tensor:
+    """The guide's argmax class per example: a hard label with no gradient attached."""
+    return guide_logits.detach().argmax(dim=1)
+
+
+def inner_attack(attack: PGD | None = None, **budget) -> PGD:
+    """The attack a loss runs: ``attack`` when given, else :class:`dynat_lite.attacks.PGD`
+    with ``budget`` (the loss's own keywords and defaults)."""
+    return attack if attack is not None else PGD(**budget)
 
 
 def _kl(adv_logits: torch.Tensor, probs: torch.Tensor, reduction: str = "batchmean"):
@@ -74,13 +94,14 @@ def probabilistic_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return others.max(1).values - true
 
 
-def mail_weights(logits: torch.Tensor, y: torch.Tensor, *, bias: float = -1.5,
-                 slope: float = 1.0) -> torch.Tensor:
+def mail_weights(logits: torch.Tensor, y: torch.Tensor, *, bias: float = -0.5,
+                 slope: float = 10.0) -> torch.Tensor:
     """MAIL's per-example weights 3 * sigmoid(slope * (margin + bias)), no gradient.
 
     Points with a larger probabilistic margin (closer to, or across, the boundary) weigh more.
     Wang et al., "Probabilistic Margins for Instance Reweighting in Adversarial Training",
-    NeurIPS 2021 (``weight_assign`` in the official code: the factor 3, bias -1.5, slope 1).
+    NeurIPS 2021 (``weight_assign`` in the official code: the factor 3; bias -0.5 and slope 10
+    are what its README gives for MAIL-AT).
     """
     return 3 * ((probabilistic_margin(logits, y) + bias) * slope).sigmoid()
 
@@ -94,7 +115,7 @@ def _after_burn_in(run_fraction: float | None, burn_in: float) -> bool:
 # ------------------------------------------------------------------------------------ DYNAT
 def target_term(target_logits: torch.Tensor, labels: torch.Tensor, guide_logits: torch.Tensor,
                 kind: str = "ce", weights: torch.Tensor | None = None) -> torch.Tensor:
-    """The target's loss on adversarial examples, for the ablation of DESIGN.md.
+    """The target's loss on adversarial examples, and its ablation.
 
     "ce": CE(f_t(x'), labels), DYNAT's choice (``labels`` may be hard class indices or soft
     probabilities). "kl": KL(softmax f_g(x) || softmax f_t(x')), the guide's whole distribution
@@ -115,34 +136,19 @@ def target_term(target_logits: torch.Tensor, labels: torch.Tensor, guide_logits:
     return per_example.mean()
 
 
-def _inner_attack(target, x, hard_labels, y, inner, *, eps, step_size, steps, random_start,
-                  generator, with_kappa=False):
-    """x' for DYNAT's inner maximization (and kappa, counted against the hard labels)."""
-    attack_labels = {"label": hard_labels, "dynamic": hard_labels, "y": y}.get(inner)
-    budget = dict(eps=eps, step_size=step_size, steps=steps, random_start=random_start,
-                  generator=generator)
-    if with_kappa:
-        if inner == "kl":
-            raise ValueError("GAIRAT's kappa needs a CE inner attack; use inner='label', "
-                             "'dynamic' or 'y' with reweighting.")
-        return pgd_with_kappa(target, x, attack_labels, **budget)
-    if inner == "kl":
-        return pgd(target, x, None, loss="kl", **budget), None
-    return pgd(target, x, attack_labels, loss="ce", **budget), None
-
-
 def dynat_loss(guide: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-               eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10,
-               beta: float = 1.0, random_start: str | None = "gaussian",
-               generator: torch.Generator | None = None, label_source: str = "dynamic",
-               target_loss: str = "ce", inner: str = "label", reweight: str | None = None,
-               run_fraction: float | None = None, burn_in: float = 0.5, gair_lambda: float = -1.0,
-               gair_func: str = "tanh"):
-    """Dynamic Label Adversarial Training, one batch (the DYNAT paper; DESIGN.md).
+               attack: PGD | None = None, eps: float = 8 / 255, step_size: float = 2 / 255,
+               steps: int = 10, random_start: str | None = "gaussian",
+               generator: torch.Generator | None = None, beta: float = 1.0,
+               label_source: str = "dynamic", target_loss: str = "ce", inner: str = "label",
+               reweight: str | None = None, run_fraction: float | None = None,
+               burn_in: float = 0.5, gair_lambda: float = -1.0, gair_func: str = "tanh"):
+    """Dynamic Label Adversarial Training, one batch (the DYNAT paper).
 
     1. The guide sees the clean batch: guide_logits = f_g(x), trained with CE(guide_logits, y).
     2. Dynamic labels l = argmax guide_logits, without gradient.
-    3. Inner maximization: x' = PGD on the target (in eval mode) maximizing CE(f_t(x'), l).
+    3. Inner maximization: x' = ``attack`` on the target (in eval mode) maximizing
+       CE(f_t(x'), l); the paper's is PGD from x + 0.001 N(0, I).
     4. Outer loss: CE(f_g(x), y) + beta * CE(f_t(x'), l), the target back in train mode.
 
     Ablations (each argument's first value is DYNAT):
@@ -155,8 +161,8 @@ def dynat_loss(guide: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Te
       "dynamic" (CE to argmax f_g(x) whatever the label source), "y" (CE to the ground
       truth), "kl" (TRADES' KL from the target's clean prediction).
     - ``reweight="gairat"``: DYNAT + GAIRAT, GAIRAT's per-example weights (``gair_weights``,
-      kappa counted against the dynamic labels) on the target term once ``burn_in`` of the run
-      is over (``run_fraction``, passed by the training loop).
+      kappa counted against the labels the attack maximizes CE to) on the target term once
+      ``burn_in`` of the run is over (``run_fraction``, passed by the training loop).
 
     ``out["labels"]`` holds the hard labels (for "soft", their argmax).
     """
@@ -164,18 +170,23 @@ def dynat_loss(guide: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Te
     _check_choice("target loss", target_loss, TARGET_LOSSES)
     _check_choice("inner objective", inner, INNER_OBJECTIVES)
     _check_choice("reweighting", reweight, (None, "gairat"))
+    if reweight == "gairat" and inner == "kl":
+        raise ValueError("GAIRAT's kappa needs a CE inner attack; use inner='label', "
+                         "'dynamic' or 'y' with reweighting.")
+    attack = inner_attack(attack, eps=eps, step_size=step_size, steps=steps,
+                          random_start=random_start, generator=generator)
     guide_logits = guide(x)
     hard = dynamic_labels(guide_logits) if label_source != "static" else y
-    if inner == "dynamic":
-        hard_for_attack = dynamic_labels(guide_logits)
-    else:
-        hard_for_attack = hard
-    x_adv, kappa = _inner_attack(target, x, hard_for_attack, y, inner, eps=eps,
-                                 step_size=step_size, steps=steps, random_start=random_start,
-                                 generator=generator, with_kappa=reweight == "gairat")
+    attack_labels = {"label": hard, "dynamic": dynamic_labels(guide_logits), "y": y}.get(inner)
     weights = None
-    if kappa is not None and _after_burn_in(run_fraction, burn_in):
-        weights = gair_weights(kappa, steps, lam=gair_lambda, func=gair_func)
+    if reweight == "gairat":
+        x_adv, kappa = attack.with_kappa(target, x, attack_labels)
+        if _after_burn_in(run_fraction, burn_in):
+            weights = gair_weights(kappa, attack.steps, lam=gair_lambda, func=gair_func)
+    elif inner == "kl":
+        x_adv = attack(target, x, None, loss="kl")
+    else:
+        x_adv = attack(target, x, attack_labels)
     soft = F.softmax(guide_logits.detach().float(), 1) if label_source == "soft" else None
     target_logits = target(x_adv)
     guide_loss = F.cross_entropy(guide_logits, y)
@@ -190,15 +201,6 @@ def dynat_loss(guide: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Te
     return loss, out
 
 
-def dynat_gairat_loss(guide: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                      **options):
-    """DYNAT + GAIRAT: DYNAT whose target term is weighted per example by GAIRAT's geometry
-    weights (kappa counted against the dynamic labels), after GAIRAT's burn-in of half the run.
-    ``dynat_loss`` with ``reweight="gairat"``; see it and ``gair_weights`` (Zhang et al., ICLR
-    2021) for the options."""
-    return dynat_loss(guide, target, x, y, **{"reweight": "gairat", **options})
-
-
 # -------------------------------------------------------------------------- single-network
 def standard_loss(target: nn.Module, x: torch.Tensor, y: torch.Tensor):
     """Plain training on clean images: CE(f(x), y). No attack."""
@@ -208,29 +210,33 @@ def standard_loss(target: nn.Module, x: torch.Tensor, y: torch.Tensor):
                   "target_loss": loss.detach()}
 
 
-def pgd_at_loss(target: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255,
+def pgd_at_loss(target: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                attack: PGD | None = None, eps: float = 8 / 255,
                 step_size: float = 2 / 255, steps: int = 10,
                 random_start: str | None = "uniform",
                 generator: torch.Generator | None = None):
     """PGD adversarial training (Madry et al., "Towards Deep Learning Models Resistant to
     Adversarial Attacks", ICLR 2018): CE(f(x'), y), x' = PGD-CE to y from a uniform start."""
-    x_adv = pgd(target, x, y, eps=eps, step_size=step_size, steps=steps, loss="ce",
-                random_start=random_start, generator=generator)
+    attack = inner_attack(attack, eps=eps, step_size=step_size, steps=steps,
+                          random_start=random_start, generator=generator)
+    x_adv = attack(target, x, y)
     logits = target(x_adv)
     loss = F.cross_entropy(logits, y)
     return loss, {"x_adv": x_adv, "labels": y, "target_logits": logits.detach(),
                   "target_loss": loss.detach()}
 
 
-def trades_loss(target: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255,
+def trades_loss(target: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                attack: PGD | None = None, eps: float = 8 / 255,
                 step_size: float = 2 / 255, steps: int = 10, beta: float = 6.0,
                 random_start: str | None = "gaussian",
                 generator: torch.Generator | None = None):
     """TRADES (Zhang et al., "Theoretically Principled Trade-off between Robustness and
     Accuracy", ICML 2019): CE(f(x), y) + beta * KL(f(x) || f(x')), with x' the PGD maximizer
     of that KL started at x + 0.001 N(0, I), beta = 6, as the official code."""
-    x_adv = pgd(target, x, None, eps=eps, step_size=step_size, steps=steps, loss="kl",
-                random_start=random_start, generator=generator)
+    attack = inner_attack(attack, eps=eps, step_size=step_size, steps=steps,
+                          random_start=random_start, generator=generator)
+    x_adv = attack(target, x, None, loss="kl")
     logits = target(x)
     adv_logits = target(x_adv)
     natural = F.cross_entropy(logits, y)
@@ -240,7 +246,8 @@ def trades_loss(target: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: flo
                   "natural_loss": natural.detach(), "target_loss": robust.detach()}
 
 
-def mart_loss(target: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255,
+def mart_loss(target: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+              attack: PGD | None = None, eps: float = 8 / 255,
               step_size: float = 2 / 255, steps: int = 10, beta: float = 6.0,
               random_start: str | None = "gaussian",
               generator: torch.Generator | None = None):
@@ -252,8 +259,9 @@ def mart_loss(target: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     with BCE = CE(f(x'), y) - log(1 - max_{j != y} p_j(x')) (the boosted CE), x' = PGD-CE to y
     from x + 0.001 N(0, I), beta = 6. The KL term weighs misclassified (low p_y) points more.
     """
-    x_adv = pgd(target, x, y, eps=eps, step_size=step_size, steps=steps, loss="ce",
-                random_start=random_start, generator=generator)
+    attack = inner_attack(attack, eps=eps, step_size=step_size, steps=steps,
+                          random_start=random_start, generator=generator)
+    x_adv = attack(target, x, y)
     logits = target(x)
     adv_logits = target(x_adv)
     adv_probs = F.softmax(adv_logits, 1)
@@ -270,7 +278,8 @@ def mart_loss(target: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
                   "natural_loss": boosted_ce.detach(), "target_loss": robust.detach()}
 
 
-def gairat_loss(target: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255,
+def gairat_loss(target: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                attack: PGD | None = None, eps: float = 8 / 255,
                 step_size: float = 2 / 255, steps: int = 10,
                 random_start: str | None = "uniform",
                 generator: torch.Generator | None = None, run_fraction: float | None = None,
@@ -282,13 +291,14 @@ def gairat_loss(target: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: flo
     As the official ``GAIRAT.py``: plain PGD-AT during the burn-in (``begin_epoch`` 60 of 120
     epochs: ``burn_in=0.5`` of the run), then Lambda = -1 ("fixed" schedule), Tanh weights.
     """
-    x_adv, kappa = pgd_with_kappa(target, x, y, eps=eps, step_size=step_size, steps=steps,
-                                  random_start=random_start, generator=generator)
+    attack = inner_attack(attack, eps=eps, step_size=step_size, steps=steps,
+                          random_start=random_start, generator=generator)
+    x_adv, kappa = attack.with_kappa(target, x, y)
     logits = target(x_adv)
     per_example = F.cross_entropy(logits, y, reduction="none")
     out = {"x_adv": x_adv, "labels": y, "target_logits": logits.detach()}
     if _after_burn_in(run_fraction, burn_in):
-        weights = gair_weights(kappa, steps, lam=lam, func=func)
+        weights = gair_weights(kappa, attack.steps, lam=lam, func=func)
         per_example = per_example * weights
         out["weights"] = weights.detach()
     loss = per_example.mean()
@@ -296,20 +306,26 @@ def gairat_loss(target: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: flo
     return loss, out
 
 
-def mail_loss(target: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255,
+def mail_loss(target: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+              attack: PGD | None = None, eps: float = 8 / 255,
               step_size: float = 2 / 255, steps: int = 10,
               random_start: str | None = "gaussian",
               generator: torch.Generator | None = None, run_fraction: float | None = None,
-              burn_in: float = 0.625, bias: float = -1.5, slope: float = 1.0):
+              burn_in: float = 76 / 120, bias: float = -0.5, slope: float = 10.0):
     """MAIL-AT (Wang et al., "Probabilistic Margins for Instance Reweighting in Adversarial
     Training", NeurIPS 2021): PGD-AT whose per-example CE on x' is weighted by
-    ``mail_weights`` (3 sigmoid(margin - 1.5)), computed on the adversarial logits.
+    ``mail_weights`` (3 sigmoid(slope (margin + bias))), computed on the adversarial logits.
 
-    As the official code: x' = PGD-CE from x + 0.001 N(0, I); MAIL starts from a PGD-AT model
-    at epoch 75 of 120, i.e. plain PGD-AT for ``burn_in=0.625`` of the run, then reweighting.
+    As the official code (``train.py`` and ``mail_loss.py``) for MAIL-AT: bias -0.5 and slope
+    10 (its README's command for MAIL-AT; the script's own defaults, -1.5 and 1, are not the
+    ones it gives for MAIL-AT); x' = PGD-CE from x + 0.001 N(0, I); plain PGD-AT while
+    ``epoch <= 75`` of 120 epochs, reweighting from epoch 76 on: ``burn_in=76/120`` of the run.
+    Its optimizer (lr 0.01, weight decay 3.5e-3) is not a method setting here: every method
+    trains with the Config's.
     """
-    x_adv = pgd(target, x, y, eps=eps, step_size=step_size, steps=steps, loss="ce",
-                random_start=random_start, generator=generator)
+    attack = inner_attack(attack, eps=eps, step_size=step_size, steps=steps,
+                          random_start=random_start, generator=generator)
+    x_adv = attack(target, x, y)
     logits = target(x_adv)
     per_example = F.cross_entropy(logits, y, reduction="none")
     out = {"x_adv": x_adv, "labels": y, "target_logits": logits.detach()}
@@ -324,16 +340,17 @@ def mail_loss(target: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
 
 # --------------------------------------------------------------------------------- LBGAT
 def lbgat_loss(guide: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-               eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10,
-               beta: float = 0.0, random_start: str | None = "gaussian",
+               attack: PGD | None = None, eps: float = 8 / 255, step_size: float = 2 / 255,
+               steps: int = 10, beta: float = 0.0, random_start: str | None = "gaussian",
                generator: torch.Generator | None = None):
     """LBGAT (Cui et al., "Learnable Boundary Guided Adversarial Training", ICCV 2021):
     MSE(f_t(x'), f_g(x)) + CE(f_g(x), y) [+ beta * TRADES-KL of the target], with x' from the
     TRADES KL inner step on the target. beta = 0 (LBGAT) and beta = 6 (LBGAT + TRADES) are the
     paper's two variants. Unlike DYNAT, the MSE term sends gradient into the guide: the guide
     is pulled towards the target's logits."""
-    x_adv = pgd(target, x, None, eps=eps, step_size=step_size, steps=steps, loss="kl",
-                random_start=random_start, generator=generator)
+    attack = inner_attack(attack, eps=eps, step_size=step_size, steps=steps,
+                          random_start=random_start, generator=generator)
+    x_adv = attack(target, x, None, loss="kl")
     guide_logits = guide(x)
     adv_logits = target(x_adv)
     guide_loss = F.cross_entropy(guide_logits, y)
@@ -348,12 +365,20 @@ def lbgat_loss(guide: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Te
 
 
 # ------------------------------------------------------------------------------ the registry
+#: Loss keywords that are not a method's own settings: the attack and its budget (the training
+#: Config sets them, the same for every method) and the run fraction (the training loop's).
+NOT_SETTINGS = ("attack", "eps", "step_size", "steps", "random_start", "generator",
+                "run_fraction")
+
+
 @dataclass(frozen=True)
 class Method:
     """A registered training method: its loss, whether it trains a guide, its default options.
 
-    ``scheduled``: the loss takes ``run_fraction`` (epoch / epochs), for a burn-in; the
-    training loop passes it. ``description``: one line for tables and the command line.
+    A variant is the same loss with other ``defaults`` (DYNAT + GAIRAT is ``dynat_loss`` with
+    ``reweight="gairat"``). ``scheduled``: the loss takes ``run_fraction`` (epoch / epochs),
+    for a burn-in; the training loop passes it. ``description``: one line for tables and the
+    command line.
     """
     name: str
     loss: Callable
@@ -364,6 +389,10 @@ class Method:
     description: str = ""
 
     def __call__(self, guide, target, x, y, **options):
+        budget = sorted(k for k in options if k in NOT_SETTINGS[1:-1])
+        if options.get("attack") is not None and budget:
+            raise ValueError(f"{self.name}: got an attack and the budget keywords {budget}; "
+                             f"the attack carries its own budget: set it there.")
         kwargs = {**self.defaults, **options}
         if self.uses_guide:
             return self.loss(guide, target, x, y, **kwargs)
@@ -374,11 +403,19 @@ class Method:
         else the loss function's keyword default, else ``fallback``."""
         if name in self.defaults:
             return self.defaults[name]
-        fn = dynat_loss if self.loss is dynat_gairat_loss else self.loss
-        param = inspect.signature(fn).parameters.get(name)
+        param = inspect.signature(self.loss).parameters.get(name)
         if param is None or param.default is inspect.Parameter.empty:
             return fallback
         return param.default
+
+    def settings(self) -> dict:
+        """The method's own settings (beta, label source, weights, burn-in, ...) and the values
+        they take unless set: every keyword of its loss but those of ``NOT_SETTINGS``, the
+        registered defaults over the loss's. ``train.config`` writes them into the Config."""
+        params = inspect.signature(self.loss).parameters.values()
+        own = {p.name: p.default for p in params
+               if p.kind is p.KEYWORD_ONLY and p.name not in NOT_SETTINGS}
+        return {**own, **{k: v for k, v in self.defaults.items() if k not in NOT_SETTINGS}}
 
 
 METHODS: dict[str, Method] = {}
@@ -402,7 +439,8 @@ register(Method("lbgat", lbgat_loss, uses_guide=True, description="LBGAT, beta =
 register(Method("lbgat_trades", lbgat_loss, uses_guide=True, defaults={"beta": 6.0},
                 description="LBGAT + TRADES-KL, beta = 6"))
 register(Method("dynat", dynat_loss, uses_guide=True, description="DYNAT"))
-register(Method("dynat_gairat", dynat_gairat_loss, uses_guide=True, scheduled=True,
+register(Method("dynat_gairat", dynat_loss, uses_guide=True, scheduled=True,
+                defaults={"reweight": "gairat"},
                 description="DYNAT + GAIRAT weights on the target term"))
 # DYNAT ablations: one argument changed each.
 register(Method("dynat_static", dynat_loss, uses_guide=True, defaults={"label_source": "static"},

@@ -188,7 +188,7 @@ class ResNet(nn.Module):
 
 # ---------------------------------------------------------------------------------- small CNN
 class SmallCNN(nn.Module):
-    """Five 3x3 conv layers with BatchNorm (~0.33 M parameters): trains in minutes on a CPU."""
+    """Five 3x3 conv layers with BatchNorm (~0.33 M parameters): small enough for a CPU."""
 
     def __init__(self, num_classes: int = 10, widths=(32, 64, 96, 128, 128)):
         super().__init__()

@@ -1,22 +1,73 @@
 """Plotly figures for the lessons: pure functions, data in, figure out.
 
 Every function takes plain data (tensors, arrays or lists: images in [0, 1] NCHW, integer labels,
-class names) and returns a ``plotly.graph_objects.Figure`` with a title, axis labels and class
-names where classes appear. Nothing here trains, attacks or displays anything; the widgets in
-:mod:`dynat_lite.widgets` and the notebooks call these and show the result.
+class names) and returns a ``plotly.graph_objects.Figure`` with a title, axis titles with units
+and class names where classes appear. Nothing here trains, attacks or displays anything; the
+widgets in :mod:`dynat_lite.widgets` and the notebooks call these and show the result.
+
+Every student can read the figures:
+
+* One palette, :data:`PALETTE` (Okabe and Ito's eight colours, chosen to stay distinct for the
+  common forms of colour blindness), for every figure.
+* Right and wrong are blue and orange (:data:`RIGHT`, :data:`WRONG`), never green and red, and
+  are also marked by a glyph (:data:`RIGHT_MARK` ✓, :data:`WRONG_MARK` ✗), so they never rest
+  on colour alone.
+* Each method keeps one colour in every panel and figure (:data:`METHOD_COLORS`: DYNAT is
+  always sky blue, PGD-AT orange, ...). Lines also differ by marker shape and bars by fill
+  pattern, again tied to the colour.
+* Figures are at most :data:`FIG_WIDTH` pixels wide, so they fit a notebook beside JupyterLab's
+  file browser, and titles are wrapped to that width instead of being cut off.
 """
 from __future__ import annotations
 
+import textwrap
 from typing import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-RIGHT = "#1a9850"   # green: the label agrees with the ground truth
-WRONG = "#d73027"   # red: it does not
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22", "#17becf")
+# ------------------------------------------------------------------------------------- colours
+# Okabe & Ito, "Color Universal Design" (2008), without its yellow (too pale on white).
+BLUE = "#0072B2"
+VERMILLION = "#D55E00"
+PURPLE = "#CC79A7"       # "reddish purple"
+SKY = "#56B4E9"
+ORANGE = "#E69F00"
+GREEN = "#009E73"        # a bluish green: it stays apart from vermillion for red-green blindness
+BLACK = "#000000"
+GREY = "#999999"         # neutral: chance lines
+
+#: The kit's one palette, in the order in which series without a colour of their own take it.
+PALETTE = (BLUE, VERMILLION, PURPLE, SKY, ORANGE, GREEN, BLACK, GREY)
+
+RIGHT = BLUE             # the label (or prediction) agrees with the ground truth ...
+WRONG = VERMILLION       # ... or it does not; both also carry a glyph:
+RIGHT_MARK = "✓"
+WRONG_MARK = "✗"
+
+#: One colour per method (and for the clean, unattacked series) in every panel and figure,
+#: none of them RIGHT or WRONG. Chosen so that the series drawn together (clean and the three
+#: objectives of lesson 02; standard, PGD-AT and DYNAT of lesson 03) stay apart for
+#: deuteranopia and protanopia. Series names are matched by :func:`method_of`:
+#: "CE to ground truth (PGD-AT)" and "pgd_at" are both PGD-AT.
+METHOD_COLORS = {"DYNAT": SKY, "PGD-AT": ORANGE, "TRADES": GREEN, "standard": GREY,
+                 "clean": BLACK}
+
+# Second, colour-free cues, tied to the colour so that they too stay the same across figures.
+SYMBOLS = {BLUE: "circle", VERMILLION: "square", PURPLE: "triangle-down", SKY: "diamond",
+           ORANGE: "triangle-up", GREEN: "star", BLACK: "x", GREY: "circle-open"}
+PATTERNS = {BLUE: "/", VERMILLION: "x", PURPLE: "|", SKY: ".", ORANGE: "\\", GREEN: "+",
+            BLACK: "", GREY: "-"}
+
+# ---------------------------------------------------------------------------------- sizes
+FIG_WIDTH = 760          # px: fits a notebook of ~800 px, e.g. beside JupyterLab's file browser
+TITLE_SIZE = 16          # px, the title's font
+SUBTITLE_SIZE = 12       # px, a title's second and later lines written as <sup>...</sup>
+CAPTION_SIZE = 11        # px, image captions
+CHAR_EM = 0.6            # a generous average character width, in font sizes, for wrapping
+_PAD = 12                # px between the figure's edge and its title
+_LINE = 1.3              # plotly's line height, in font sizes
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -46,8 +97,112 @@ def amplify(delta, eps: float) -> np.ndarray:
     return np.clip(0.5 + 0.5 * to_numpy(delta) / eps, 0, 1)
 
 
+def mark(right: bool) -> str:
+    """The glyph for a right (✓) or wrong (✗) label."""
+    return RIGHT_MARK if right else WRONG_MARK
+
+
+def verdict_color(right: bool) -> str:
+    """The colour for a right or wrong label."""
+    return RIGHT if right else WRONG
+
+
+def method_of(name: str) -> str | None:
+    """The key of :data:`METHOD_COLORS` a series name is about, or None.
+
+    Tried in turn: the text in the last parentheses ("CE to ground truth (PGD-AT)"), the text
+    before them ("clean (no attack)"), the whole name; case, "_" and "-" do not matter.
+    """
+    name = str(name).strip()
+    tries = [name]
+    if name.endswith(")") and "(" in name:
+        cut = name.rindex("(")
+        tries = [name[cut + 1:-1], name[:cut], name]
+    keys = {k.lower().replace("_", "-"): k for k in METHOD_COLORS}
+    for t in tries:
+        key = keys.get(t.strip().lower().replace("_", "-"))
+        if key:
+            return key
+    return None
+
+
+def series_colors(names: Sequence[str]) -> dict[str, str]:
+    """A colour per series: a method's own colour, else the next palette colour that no method
+    of the kit uses, then the colours of methods absent from this figure."""
+    colors = {n: METHOD_COLORS[m] for n in names if (m := method_of(n))}
+    taken = set(colors.values())
+    free = [c for c in PALETTE if c not in taken]
+    free.sort(key=lambda c: c in METHOD_COLORS.values())  # stable: palette order otherwise
+    for i, n in enumerate(n for n in names if n not in colors):
+        colors[n] = free[i % len(free)]
+    return colors
+
+
+def _line_style(color: str) -> dict:
+    """Line and marker of one series: its colour and the marker shape tied to that colour."""
+    return dict(mode="lines+markers", line=dict(color=color, width=2),
+                marker=dict(color=color, symbol=SYMBOLS.get(color, "circle"), size=8))
+
+
+def _bar_style(color: str) -> dict:
+    """Bar fill: its colour and the fill pattern tied to that colour."""
+    return dict(marker=dict(color=color, line=dict(color=BLACK, width=0.5),
+                            pattern=dict(shape=PATTERNS.get(color, ""), fillmode="overlay",
+                                         fgcolor="white", size=6)))
+
+
 def _name(classes: Sequence[str] | None, k: int) -> str:
     return str(classes[k]) if classes is not None and 0 <= k < len(classes) else str(k)
+
+
+def wrap(text: str, max_chars: int) -> list[str]:
+    """``text`` broken at spaces into lines of at most ``max_chars`` characters (a longer word
+    keeps its own line). An equation such as "ε = 8/255" stays on one line."""
+    glue = "\x00"
+    lines = textwrap.wrap(text.replace(" = ", f"{glue}={glue}"), max(int(max_chars), 4),
+                          break_long_words=False, break_on_hyphens=False)
+    return [line.replace(glue, " ") for line in lines] or [""]
+
+
+def fit_title(title: str, width: int) -> tuple[str, int]:
+    """The title wrapped to a figure ``width`` px wide, and its number of lines.
+
+    ``<br>`` in the title starts a new line; a line written as ``<sup>...</sup>`` is a subtitle,
+    wrapped and drawn in a smaller font (as a sized ``<span>``: plotly places a title of several
+    ``<sup>`` lines too high and cuts its top).
+    """
+    lines = []
+    for part in str(title).split("<br>"):
+        sup = part.startswith("<sup>") and part.endswith("</sup>")
+        text = part[5:-6] if sup else part
+        size = SUBTITLE_SIZE if sup else TITLE_SIZE
+        for line in wrap(text, (width - 2 * _PAD) / (CHAR_EM * size)):
+            lines.append(f'<span style="font-size:{SUBTITLE_SIZE}px">{line}</span>' if sup
+                         else line)
+    return "<br>".join(lines), len(lines)
+
+
+def _finish(fig: go.Figure, title: str, *, width: int, height: int, left: int = 70,
+            right: int = 20, bottom: int = 60, top_extra: int = 10, **layout) -> go.Figure:
+    """Title (wrapped, its room reserved above the plot), size, margins and the white template.
+
+    ``height`` is the figure's height below the title; ``top_extra`` the room between the title
+    and the plot (e.g. for subplot titles or image captions).
+    """
+    text, n_lines = fit_title(title, width)
+    top = _PAD + int(n_lines * _LINE * TITLE_SIZE) + top_extra
+    total = height + top
+    fig.update_layout(
+        template="plotly_white", width=width, height=total,
+        margin=dict(l=left, r=right, t=top, b=bottom),
+        # y: the first line's baseline (plotly ignores yanchor for a title of several lines).
+        title=dict(text=text, font=dict(size=TITLE_SIZE), xref="container", x=_PAD / width,
+                   xanchor="left", yref="container", y=1 - (_PAD + TITLE_SIZE) / total,
+                   yanchor="bottom"),
+        **layout)
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
+    return fig
 
 
 def _hide_axes(fig: go.Figure) -> None:
@@ -62,11 +217,14 @@ def _percent_axis(fig: go.Figure, title: str = "accuracy (%)", **where) -> None:
 # -------------------------------------------------------------------------------- image grids
 def image_grid(images, captions: Sequence[str] | None = None, *, cols: int = 8,
                title: str = "Images", caption_colors: Sequence[str] | None = None,
-               row_titles: Sequence[str] | None = None, size: int = 96) -> go.Figure:
-    """Images in a grid, each with a caption above it (e.g. "cat 93%").
+               row_titles: Sequence[str] | None = None, size: int = 96,
+               width: int = FIG_WIDTH) -> go.Figure:
+    """Images in a grid, each with a caption above it (e.g. "✓ cat 93%").
 
-    ``caption_colors`` colours each caption (e.g. green right, red wrong); ``row_titles`` names
-    the rows on the left. ``size`` is the pixel size of one cell.
+    ``caption_colors`` colours each caption (e.g. :data:`RIGHT`, :data:`WRONG`); ``row_titles``
+    names the rows on the left. ``size`` is the largest pixel size of one image: images shrink
+    so that the figure is at most ``width`` px wide. Captions too long for an image's width are
+    wrapped onto more lines.
     """
     pics = image_uint8(images)
     n = len(pics)
@@ -75,42 +233,64 @@ def image_grid(images, captions: Sequence[str] | None = None, *, cols: int = 8,
     captions = list(captions) if captions is not None else [""] * n
     if len(captions) != n:
         raise ValueError(f"Got {n} images but {len(captions)} captions.")
+    left, right, gap = (96 if row_titles is not None else 12), 12, 6
+    size = int(max(24, min(size, (width - left - right - (cols - 1) * gap) // cols)))
+    per_line = (size + gap) / (CHAR_EM * CAPTION_SIZE)
+    captions = ["<br>".join(line for part in c.split("<br>") for line in wrap(part, per_line))
+                for c in captions]
+    cap_h = int(max(c.count("<br>") + 1 for c in captions) * _LINE * CAPTION_SIZE) + 6
+    plot_w, plot_h = cols * size + (cols - 1) * gap, rows * size + (rows - 1) * cap_h
     # make_subplots skips empty titles, which would shift every later caption: pad with " ".
     titles = [c or " " for c in captions] + [" "] * (rows * cols - n)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles,
-                        horizontal_spacing=0.01, vertical_spacing=0.3 / rows + 0.02,
-                        row_titles=list(row_titles) if row_titles is not None else None)
+                        horizontal_spacing=gap / plot_w if cols > 1 else 0,
+                        vertical_spacing=cap_h / plot_h if rows > 1 else 0)
     for i, pic in enumerate(pics):
         fig.add_trace(go.Image(z=pic, hovertemplate=captions[i] + "<extra></extra>"),
                       row=i // cols + 1, col=i % cols + 1)
     for i, ann in enumerate(fig.layout.annotations[:n]):
-        ann.font = dict(size=11, color=caption_colors[i] if caption_colors else "black")
-    if row_titles is not None:
-        for ann in fig.layout.annotations[len(titles):]:
-            ann.update(x=-0.005, xanchor="right", textangle=-90, font=dict(size=13))
+        ann.font = dict(size=CAPTION_SIZE, color=caption_colors[i] if caption_colors else BLACK)
+    for r, name in enumerate(row_titles or []):
+        top = 1 - r * (size + cap_h) / plot_h
+        fig.add_annotation(text="<br>".join(wrap(str(name), (left - 16) / (CHAR_EM * 12))),
+                           xref="paper", yref="paper", x=0, xshift=-8, xanchor="right",
+                           y=top - size / 2 / plot_h, yanchor="middle", showarrow=False,
+                           align="right", font=dict(size=12, color=BLACK))
     _hide_axes(fig)
-    fig.update_layout(title=dict(text=title), height=rows * size + 110,
-                      width=max(cols * size + 120, 420), margin=dict(l=50, r=20, t=90, b=20))
-    return fig
+    return _finish(fig, title, width=left + plot_w + right, height=plot_h + 12, left=left,
+                   right=right, bottom=12, top_extra=cap_h)
 
 
 def adversarial_examples(x, x_adv, truth, clean_pred, adv_pred, classes, *, eps: float,
-                         title: str = "Clean, perturbation and adversarial images") -> go.Figure:
+                         title: str = "Clean, perturbation and adversarial images",
+                         perturbation_scale: float | None = None) -> go.Figure:
     """Three rows over the same images: clean (with the prediction), the perturbation
-    x_adv - x amplified to be visible, and the adversarial image (with the prediction)."""
+    x_adv - x amplified to be visible, and the adversarial image (with the prediction).
+
+    The perturbation row maps ±``perturbation_scale`` (default: ``eps``) to full contrast; pass
+    one scale for several ε (as the ε explorer does) so that the rows can be compared.
+    """
     x, x_adv = to_numpy(x), to_numpy(x_adv)
     truth, clean_pred, adv_pred = (to_numpy(a).astype(int) for a in (truth, clean_pred, adv_pred))
     n = len(x)
-    caps = ([f"{_name(classes, p)}" for p in clean_pred] + [""] * n
-            + [f"{_name(classes, p)}" for p in adv_pred])
-    colors = ([RIGHT if p == t else WRONG for p, t in zip(clean_pred, truth)] + ["black"] * n
-              + [RIGHT if p == t else WRONG for p, t in zip(adv_pred, truth)])
-    images = np.concatenate([x, amplify(x_adv - x, eps), x_adv])
-    eps255 = eps * 255
+    scale = eps if perturbation_scale is None else perturbation_scale
+    if scale <= 0:
+        raise ValueError(f"The perturbation needs a positive scale: got eps = {eps} and "
+                         f"perturbation_scale = {perturbation_scale}; pass perturbation_scale > 0.")
+    caps = ([f"{mark(p == t)} {_name(classes, p)}" for p, t in zip(clean_pred, truth)] + [""] * n
+            + [f"{mark(p == t)} {_name(classes, p)}" for p, t in zip(adv_pred, truth)])
+    colors = ([verdict_color(p == t) for p, t in zip(clean_pred, truth)] + [BLACK] * n
+              + [verdict_color(p == t) for p, t in zip(adv_pred, truth)])
+    images = np.concatenate([x, amplify(x_adv - x, scale), x_adv])
+    factor = f"×{0.5 / scale:.0f}"
+    same = (f", the same for every ε (±{scale * 255:.3g}/255 = full contrast)"
+            if perturbation_scale is not None else "")
     return image_grid(images, caps, cols=n, caption_colors=colors,
-                      row_titles=["clean", f"perturbation ×{0.5 / eps:.0f}", "adversarial"],
-                      title=f"{title} (ε = {eps255:.3g}/255)<br><sup>captions: the model's "
-                            f"prediction, green right, red wrong</sup>")
+                      row_titles=["clean", f"perturbation {factor}", "adversarial"],
+                      title=f"{title} (ε = {eps * 255:.3g}/255)<br><sup>captions: the model's "
+                            f"prediction, {RIGHT_MARK} right (blue), {WRONG_MARK} wrong "
+                            f"(orange)</sup><br><sup>perturbation x_adv − x: grey = none, "
+                            f"amplified {factor}{same}</sup>")
 
 
 # ------------------------------------------------------------------------------------- curves
@@ -120,200 +300,390 @@ def accuracy_vs_eps(eps: Sequence[float], curves: Mapping[str, Sequence[float]],
     """One line per model (or attack): accuracy (fractions in [0, 1]) against ε (in [0, 1],
     drawn in units of 1/255)."""
     xs = [e * 255 for e in eps]
+    colors = series_colors(list(curves))
     fig = go.Figure()
-    for i, (name, acc) in enumerate(curves.items()):
-        fig.add_trace(go.Scatter(x=xs, y=[100 * a for a in acc], mode="lines+markers", name=name,
-                                 line=dict(color=PALETTE[i % len(PALETTE)])))
-    fig.update_layout(title=dict(text=title), xaxis_title=f"{attack} budget ε (× 1/255)",
-                      legend_title_text="", height=420, width=640)
+    for name, acc in curves.items():
+        fig.add_trace(go.Scatter(x=xs, y=[100 * a for a in acc], name=name,
+                                 **_line_style(colors[name])))
+    fig.update_layout(xaxis_title=f"{attack} budget ε (× 1/255)", legend_title_text="")
     _percent_axis(fig)
-    return fig
+    return _finish(fig, title, width=640, height=360)
 
 
 def history(records: Mapping[str, Sequence[Mapping]] | Sequence[Mapping], *,
             title: str = "Training history") -> go.Figure:
-    """Training curves from ``train.fit`` histories: loss, clean and PGD accuracy, and (for
-    methods with a guide) the agreement of the dynamic labels with the ground truth.
+    """Training curves from ``train.fit`` histories, one panel each: the training loss, clean
+    and PGD test accuracy, and (for methods with a guide) the agreement of the dynamic labels
+    with the ground truth. One colour per run in every panel.
 
     ``records`` is one history (a list of per-epoch dicts) or a dict name -> history.
     """
     runs = dict(records) if isinstance(records, Mapping) else {"run": records}
-    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.09, subplot_titles=(
-        "training loss", "test accuracy (solid: clean, dashed: PGD)", "label agreement (train)"))
-    for i, (name, hist) in enumerate(runs.items()):
-        color = PALETTE[i % len(PALETTE)]
+    colors = series_colors(list(runs))
+    panels = (("loss", "training loss", 1, 1), ("test_clean", "clean test accuracy", 1, 2),
+              ("test_pgd", "PGD test accuracy", 2, 1),
+              ("label_agreement", "label agreement (train)", 2, 2))
+    fig = make_subplots(rows=2, cols=2, horizontal_spacing=0.14, vertical_spacing=0.2,
+                        subplot_titles=[p[1] for p in panels])
+    for name, hist in runs.items():
         ep = [r["epoch"] for r in hist]
-        fig.add_trace(go.Scatter(x=ep, y=[r["loss"] for r in hist], name=name, legendgroup=name,
-                                 mode="lines+markers", line=dict(color=color)), row=1, col=1)
-        fig.add_trace(go.Scatter(x=ep, y=[100 * r["test_clean"] for r in hist], legendgroup=name,
-                                 name=f"{name} clean", showlegend=False, mode="lines+markers",
-                                 line=dict(color=color)), row=1, col=2)
-        fig.add_trace(go.Scatter(x=ep, y=[100 * r["test_pgd"] for r in hist], legendgroup=name,
-                                 name=f"{name} PGD", showlegend=False, mode="lines+markers",
-                                 line=dict(color=color, dash="dash")), row=1, col=2)
-        fig.add_trace(go.Scatter(x=ep, y=[100 * r["label_agreement"] for r in hist],
-                                 legendgroup=name, name=f"{name} agreement", showlegend=False,
-                                 mode="lines+markers", line=dict(color=color)), row=1, col=3)
-    fig.update_xaxes(title_text="epoch", dtick=1)
-    fig.update_yaxes(title_text="loss", row=1, col=1)
-    _percent_axis(fig, row=1, col=2)
-    _percent_axis(fig, "labels = ground truth (%)", row=1, col=3)
-    fig.update_layout(title=dict(text=title), height=400, width=1100)
-    return fig
+        for key, label, row, col in panels:
+            scale = 1 if key == "loss" else 100
+            fig.add_trace(go.Scatter(x=ep, y=[scale * r[key] for r in hist], name=name,
+                                     legendgroup=name, showlegend=key == "loss",
+                                     hovertemplate=f"{name}, {label}: %{{y:.3g}}<extra></extra>",
+                                     **_line_style(colors[name])), row=row, col=col)
+    fig.update_xaxes(title_text="epoch (passes over the training set)", dtick=1)
+    fig.update_yaxes(title_text="loss (nats)", row=1, col=1)
+    _percent_axis(fig, "accuracy (%)", row=1, col=2)
+    _percent_axis(fig, "accuracy (%)", row=2, col=1)
+    _percent_axis(fig, "labels = ground truth (%)", row=2, col=2)
+    return _finish(fig, title, width=FIG_WIDTH, height=620, top_extra=30,
+                   legend=dict(title_text=""))
 
 
 def bar_comparison(results: Mapping[str, Mapping[str, float]], *,
                    title: str = "Accuracy by model and attack", xaxis: str = "model",
                    legend: str = "attack", yaxis: str = "accuracy (%)") -> go.Figure:
     """Grouped bars: ``results[model][attack]`` accuracies (fractions) for each model (or any
-    two-level table of fractions: one group per outer key, one bar per inner key)."""
+    two-level table of fractions: one group per outer key, one bar per inner key). Each bar
+    carries its value; the series differ by colour and by fill pattern."""
     attacks = list(dict.fromkeys(a for r in results.values() for a in r))
+    colors = series_colors(attacks)
     fig = go.Figure()
-    for i, attack in enumerate(attacks):
+    for attack in attacks:
         vals = [100 * results[m].get(attack, float("nan")) for m in results]
         fig.add_trace(go.Bar(x=list(results), y=vals, name=attack,
-                             marker_color=PALETTE[i % len(PALETTE)],
-                             text=[f"{v:.1f}" for v in vals], textposition="outside"))
-    fig.update_layout(title=dict(text=title), barmode="group", xaxis_title=xaxis,
-                      legend_title_text=legend, height=440, width=760)
+                             text=[f"{v:.1f}" for v in vals], textposition="outside",
+                             **_bar_style(colors[attack])))
+    fig.update_layout(barmode="group", xaxis_title=xaxis, legend_title_text=legend,
+                      legend=dict(orientation="h", yanchor="top", y=-0.22, x=0))
     _percent_axis(fig, yaxis)
     fig.update_yaxes(range=[0, 112], tickvals=[0, 20, 40, 60, 80, 100])  # room for the labels
-    return fig
+    return _finish(fig, title, width=FIG_WIDTH, height=440, bottom=70)
 
 
 # -------------------------------------------------------------------------- dynamic labels
 def probe_labels(images, labels, truth, confidence, classes, *, step: int | None = None,
-                 cols: int = 8, title: str | None = None) -> go.Figure:
-    """The probe images with the guide's dynamic label and its confidence, green where the
-    label equals the ground truth and red where it does not."""
+                 cols: int = 8, title: str | None = None,
+                 n_total: int | None = None) -> go.Figure:
+    """The probe images with the guide's dynamic label and its confidence: ✓ in blue where the
+    label equals the ground truth, ✗ in orange where it does not.
+
+    The default title counts the images *shown*; ``n_total`` (the number of probe images in
+    all) says that these are only the first of them.
+    """
     labels, truth = to_numpy(labels).astype(int), to_numpy(truth).astype(int)
     conf = to_numpy(confidence).astype(float)
-    caps = [f"{_name(classes, l)} {100 * c:.0f}%" for l, c in zip(labels, conf)]
-    colors = [RIGHT if l == t else WRONG for l, t in zip(labels, truth)]
-    right = int((labels == truth).sum())
+    caps = [f"{mark(l == t)} {_name(classes, l)}<br>{100 * c:.0f}%"
+            for l, t, c in zip(labels, truth, conf)]
+    colors = [verdict_color(l == t) for l, t in zip(labels, truth)]
+    right, n = int((labels == truth).sum()), len(labels)
     if title is None:
-        when = f"at step {step}" if step is not None else ""
-        title = (f"Dynamic labels {when}: {right} of {len(labels)} agree with the ground truth"
-                 f"<br><sup>green: label = ground truth, red: wrong; % = the guide's confidence"
-                 f"</sup>")
-    return image_grid(images, caps, cols=cols, caption_colors=colors, title=title, size=80)
+        when = f" at step {step}" if step is not None else ""
+        which = (f"the first {n} of the {n_total} probe images; "
+                 if n_total is not None and n_total > n else "")
+        title = (f"Dynamic labels{when}: {right} of these {n} shown agree with the ground "
+                 f"truth<br><sup>{which}{RIGHT_MARK} blue: label = ground truth, "
+                 f"{WRONG_MARK} orange: wrong; % = the guide's confidence</sup>")
+    return image_grid(images, caps, cols=cols, caption_colors=colors, title=title, size=84)
 
 
 def agreement_curve(steps: Sequence[int], agreement: Sequence[float], *,
                     current: int | None = None, chance: float | None = None,
-                    title: str = "Dynamic labels vs ground truth over training") -> go.Figure:
+                    title: str = "Dynamic labels vs ground truth over training",
+                    n_probes: int | None = None) -> go.Figure:
     """Agreement (a fraction per recorded step) against the training step, with an optional
-    marker at the ``current`` step and a dotted line at chance level."""
-    fig = go.Figure(go.Scatter(x=list(steps), y=[100 * a for a in agreement],
-                               mode="lines+markers", name="agreement", line=dict(color=PALETTE[0])))
+    dashed marker at the ``current`` step and a dotted line at chance level. ``n_probes`` (the
+    number of probe images the agreement is over) is said in a subtitle."""
+    fig = go.Figure(go.Scatter(x=list(steps), y=[100 * a for a in agreement], name="agreement",
+                               **_line_style(BLUE)))
     if chance is not None:
-        fig.add_hline(y=100 * chance, line=dict(dash="dot", color="grey"),
+        fig.add_hline(y=100 * chance, line=dict(dash="dot", color=GREY),
                       annotation_text="chance", annotation_position="bottom right")
     if current is not None:
-        fig.add_vline(x=current, line=dict(color=WRONG, width=2),
+        fig.add_vline(x=current, line=dict(color=BLACK, width=2, dash="dash"),
                       annotation_text=f"step {current}", annotation_position="top left")
-    fig.update_layout(title=dict(text=title), xaxis_title="guide training step", height=380,
-                      width=560, showlegend=False)
+    if n_probes is not None:
+        title += f"<br><sup>agreement over all {n_probes} probe images</sup>"
+    fig.update_layout(xaxis_title="guide training step (mini-batch updates)", showlegend=False)
     _percent_axis(fig, "labels = ground truth (%)")
-    return fig
+    return _finish(fig, title, width=500, height=340)
 
 
 def confusion(truth, labels, classes, *, title: str = "Dynamic label vs ground truth",
               normalize: bool = False) -> go.Figure:
-    """Confusion matrix: rows the ground-truth class, columns the (dynamic) label given."""
+    """Confusion matrix: rows the ground-truth class, columns the (dynamic) label given. Each
+    non-empty cell shows its count of probe images with ✓ on the diagonal (the label is right)
+    and ✗ off it; the diagonal is outlined. ``normalize`` shades each row by its fraction."""
     truth, labels = to_numpy(truth).astype(int), to_numpy(labels).astype(int)
     k = len(classes)
     m = np.zeros((k, k), dtype=float)
     np.add.at(m, (truth, labels), 1)
     z = m / np.maximum(m.sum(1, keepdims=True), 1) if normalize else m
     names = [str(c) for c in classes]
-    fig = go.Figure(go.Heatmap(z=z, x=names, y=names, colorscale="Blues", showscale=False,
-                               text=m.astype(int), texttemplate="%{text}",
-                               hovertemplate="truth %{y}<br>label %{x}<br>count %{text}"
-                                             "<extra></extra>"))
-    fig.update_layout(title=dict(text=title), xaxis_title="dynamic label (guide's argmax)",
-                      yaxis_title="ground truth", height=460, width=520)
+    text = [[f"{int(m[i, j])}{mark(i == j)}" if m[i, j] else "" for j in range(k)]
+            for i in range(k)]
+    fig = go.Figure(go.Heatmap(z=z, x=names, y=names, colorscale=[[0, "#ffffff"], [1, BLUE]],
+                               showscale=False, text=text, texttemplate="%{text}",
+                               textfont=dict(size=11), customdata=m.astype(int),
+                               hovertemplate="truth %{y}<br>label %{x}<br>%{customdata} probe "
+                                             "images<extra></extra>"))
+    for i in range(k):
+        fig.add_shape(type="rect", x0=i - 0.5, x1=i + 0.5, y0=i - 0.5, y1=i + 0.5,
+                      line=dict(color=BLACK, width=1))
+    fig.update_layout(xaxis_title="dynamic label (the guide's class)",
+                      yaxis_title="ground truth (class)")
     fig.update_yaxes(autorange="reversed")
-    return fig
+    fig.update_xaxes(tickangle=-45)
+    title += (f"<br><sup>cells: number of images, of {len(truth)}; {RIGHT_MARK} on the "
+              f"diagonal: label right, {WRONG_MARK} off it: wrong</sup>")
+    return _finish(fig, title, width=500, height=440, left=90, bottom=90)
+
+
+def thin(n: int, most: int) -> list[int]:
+    """Indices of at most about ``most`` evenly spaced items of ``n`` (always the first and the
+    last)."""
+    if n <= most:
+        return list(range(n))
+    stride = -(-(n - 1) // max(most - 1, 1))
+    keep = list(range(0, n, stride))
+    return keep if keep[-1] == n - 1 else keep + [n - 1]
 
 
 def label_flips(steps: Sequence[int], labels, truth, classes, *, current: int | None = None,
-                title: str = "Each probe image's dynamic label over training") -> go.Figure:
-    """Probe x step heatmap: green where the label is right, red where wrong; a black dot marks
-    a flip (the label changed since the previous record)."""
+                title: str = "Each probe image's dynamic label over training",
+                max_columns: int = 120) -> go.Figure:
+    """Probe x step map: blue where the label is right, orange and crossed (✗) where wrong; a
+    black dot marks a flip (the label changed since the previous record).
+
+    A record longer than ``max_columns`` is thinned to evenly spaced records (the subtitle says
+    so), so that every cell stays wide enough for its glyph and the figure stays light; a dot
+    then marks a change since the previous record *shown*.
+    """
     labels, truth = to_numpy(labels).astype(int), to_numpy(truth).astype(int)  # (T, P), (P,)
-    steps = list(steps)
-    right = (labels == truth[None]).astype(float).T  # (P, T)
+    n_records = len(labels)
+    keep = thin(n_records, max_columns)
+    labels, steps = labels[keep], [list(steps)[i] for i in keep]
+    n_steps, n_probes = labels.shape
+    right = labels == truth[None]
     names = np.array([_name(classes, k) for k in range(max(len(classes), labels.max() + 1))])
-    hover = np.array([[f"probe {p} ({names[truth[p]]})<br>step {s}: {names[labels[t, p]]}"
-                       for t, s in enumerate(steps)] for p in range(labels.shape[1])])
-    fig = go.Figure(go.Heatmap(z=right, x=steps, y=list(range(labels.shape[1])), zmin=0, zmax=1,
-                               colorscale=[[0, WRONG], [0.5, WRONG], [0.5, RIGHT], [1, RIGHT]],
-                               showscale=False, text=hover, hovertemplate="%{text}<extra></extra>"))
+    hover = np.array([[f"probe {p} ({names[truth[p]]})<br>step {s}: {names[labels[t, p]]} "
+                       f"{mark(right[t, p])}" for t, s in enumerate(steps)]
+                      for p in range(n_probes)])
+    left, right_margin = 70, 20
+    cell_w = (FIG_WIDTH - left - right_margin) / max(n_steps, 1)
+    cell_h = float(np.clip(480 / max(n_probes, 1), 4, 14))
+    glyph = int(np.clip(min(cell_w, cell_h) * 1.1, 4, 14))
+    fig = go.Figure(go.Heatmap(
+        z=right.T.astype(float), x=steps, y=list(range(n_probes)), zmin=0, zmax=1,
+        colorscale=[[0, WRONG], [0.5, WRONG], [0.5, RIGHT], [1, RIGHT]], showscale=False,
+        text=np.where(right.T, "", WRONG_MARK), texttemplate="%{text}",
+        textfont=dict(size=glyph, color="white"), customdata=hover,
+        hovertemplate="%{customdata}<extra></extra>"))
     flip_t, flip_p = np.nonzero(labels[1:] != labels[:-1])
     fig.add_trace(go.Scatter(x=[steps[t + 1] for t in flip_t], y=flip_p, mode="markers",
-                             marker=dict(color="black", size=4), name="label flip",
-                             hoverinfo="skip"))
+                             marker=dict(color=BLACK, size=max(3, glyph // 2)),
+                             name="label flip", hoverinfo="skip"))
     if current is not None:
-        fig.add_vline(x=current, line=dict(color="black", width=2, dash="dash"))
-    fig.update_layout(title=dict(text=title + "<br><sup>green: label right, red: wrong, "
-                                            "black dot: the label flipped at that step</sup>"),
-                      xaxis_title="guide training step", yaxis_title="probe image",
-                      height=420, width=900, showlegend=False)
-    fig.update_yaxes(autorange="reversed")
-    return fig
+        fig.add_vline(x=current, line=dict(color=BLACK, width=2, dash="dash"))
+    fig.update_layout(xaxis_title="guide training step (mini-batch updates)",
+                      yaxis_title="probe image (index)", showlegend=False)
+    fig.update_yaxes(autorange="reversed", showgrid=False)
+    fig.update_xaxes(showgrid=False)
+    shown = (f"{n_steps} of the {n_records} records, evenly spaced; "
+             if n_steps < n_records else "")
+    since = "since the previous record shown" if shown else "at that step"
+    title += (f"<br><sup>{shown}blue: label right; orange with {WRONG_MARK}: wrong; black dot: "
+              f"the label flipped {since}</sup>")
+    return _finish(fig, title, width=FIG_WIDTH, height=int(n_probes * cell_h) + 70, left=left,
+                   right=right_margin)
 
 
 # ---------------------------------------------------------------------------- inner optimizer
 def pgd_trace(losses: Mapping[str, Sequence[float]], *,
               title: str = "The attacker's loss over the PGD steps",
-              yaxis: str = "loss (mean over the images)", current: int | None = None) -> go.Figure:
-    """One line per objective: the loss the attacker maximizes, at the start and each step."""
+              yaxis: str = "loss (nats, mean over the images)",
+              current: int | None = None) -> go.Figure:
+    """One line per objective: the loss the attacker maximizes, at the start and each step.
+    A method's objective ("... (DYNAT)") takes the method's colour."""
+    colors = series_colors(list(losses))
     fig = go.Figure()
-    for i, (name, values) in enumerate(losses.items()):
+    for name, values in losses.items():
         fig.add_trace(go.Scatter(x=list(range(len(values))), y=list(values), name=name,
-                                 mode="lines+markers", line=dict(color=PALETTE[i % len(PALETTE)])))
+                                 **_line_style(colors[name])))
     if current is not None:
-        fig.add_vline(x=current, line=dict(color="black", width=2, dash="dash"))
-    fig.update_layout(title=dict(text=title), xaxis_title="PGD step (0 = the random start)",
-                      yaxis_title=yaxis, height=380, width=620, legend_title_text="objective")
-    return fig
+        fig.add_vline(x=current, line=dict(color=BLACK, width=2, dash="dash"))
+    fig.update_layout(xaxis_title="PGD step (iterations; 0 = the random start)",
+                      yaxis_title=yaxis, legend_title_text="objective")
+    return _finish(fig, title, width=FIG_WIDTH, height=340)
 
 
 def probabilities(probs: Mapping[str, Sequence[float]], classes, *, truth: int | None = None,
                   label: int | None = None,
                   title: str = "The target's prediction") -> go.Figure:
-    """Grouped bars of class probabilities (e.g. clean vs after each attack) for one image."""
+    """Grouped bars of class probabilities (e.g. clean vs after each attack) for one image.
+    The true class is marked ✓ and a dynamic label that differs from it ✗."""
     names = [str(c) for c in classes]
     if truth is not None:
-        names[truth] += " (truth)"
+        names[truth] = f"{RIGHT_MARK} {names[truth]}<br>(truth)"
     if label is not None and label != truth:
-        names[label] += " (dynamic label)"
+        names[label] = f"{WRONG_MARK} {names[label]}<br>(dynamic label)"
+    colors = series_colors(list(probs))
     fig = go.Figure()
-    for i, (name, p) in enumerate(probs.items()):
+    for name, p in probs.items():
         fig.add_trace(go.Bar(x=names, y=[100 * float(v) for v in p], name=name,
-                             marker_color=PALETTE[i % len(PALETTE)]))
-    fig.update_layout(title=dict(text=title), barmode="group", xaxis_title="class",
-                      height=380, width=760, legend_title_text="")
+                             **_bar_style(colors[name])))
+    fig.update_layout(barmode="group", xaxis_title="class", legend_title_text="",
+                      legend=dict(orientation="h", yanchor="top", y=-0.3, x=0))
     _percent_axis(fig, "probability (%)")
-    return fig
+    return _finish(fig, title, width=FIG_WIDTH, height=400, bottom=80)
 
 
 def sweep(xs: Sequence[float], curves: Mapping[str, Sequence[float]], *, title: str,
           xaxis: str, yaxis: str = "accuracy (%)", percent: bool = True,
           log_x: bool = False) -> go.Figure:
     """Lines of values against a swept setting (e.g. accuracy against the number of PGD steps)."""
+    colors = series_colors(list(curves))
     fig = go.Figure()
-    for i, (name, ys) in enumerate(curves.items()):
+    for name, ys in curves.items():
         fig.add_trace(go.Scatter(x=list(xs), y=[100 * y if percent else y for y in ys],
-                                 name=name, mode="lines+markers",
-                                 line=dict(color=PALETTE[i % len(PALETTE)])))
-    fig.update_layout(title=dict(text=title), xaxis_title=xaxis, height=400, width=620,
-                      legend_title_text="")
+                                 name=name, **_line_style(colors[name])))
+    fig.update_layout(xaxis_title=xaxis, legend_title_text="")
     if log_x:
         fig.update_xaxes(type="log")
     if percent:
         _percent_axis(fig, yaxis)
     else:
         fig.update_yaxes(title_text=yaxis)
-    return fig
+    return _finish(fig, title, width=FIG_WIDTH, height=360)
+
+
+# ------------------------------------------------------------------------ comparing methods
+def clean_vs_robust(rows: Sequence[Mapping], robust: str, *, robust_title: str | None = None,
+                    title: str | None = None) -> go.Figure:
+    """Clean vs robust accuracy, one point per method (as Figure 4 of the DYNAT paper): rows
+    of ``compare`` (``method``, ``clean`` and the ``robust`` column, fractions); DYNAT and its
+    variants as stars."""
+    robust_title = robust_title or robust
+    fig = go.Figure()
+    colors = series_colors([r["method"] for r in rows])
+    for r in rows:
+        dynat = str(r["method"]).startswith("dynat")
+        fig.add_trace(go.Scatter(
+            x=[100 * r["clean"]], y=[100 * r[robust]], mode="markers+text", name=r["method"],
+            text=[r["method"]], textposition="top center",
+            marker=dict(size=14 if dynat else 10, symbol="star" if dynat else "circle",
+                        color=colors[r["method"]]),
+            hovertemplate=(f"{r['method']}<br>clean %{{x:.1f}} %<br>"
+                           f"{robust_title} %{{y:.1f}} %<extra></extra>")))
+    fig.update_layout(xaxis_title="clean accuracy (%)", yaxis_title=f"{robust_title} accuracy (%)",
+                      showlegend=False)
+    return _finish(fig, title or f"Clean vs robust accuracy ({robust_title})", width=FIG_WIDTH,
+                   height=440)
+
+
+# ----------------------------------------------------------------------------------- studies
+#: How a study's run names (``dynat_nocf-s1``: a configuration and a seed) are shown.
+STUDY_NAMES = {"dynat": "DYNAT", "dynat_nocf": "DYNAT, no clean forward", "pgd_at": "PGD-AT",
+               "pgd_at_cf": "PGD-AT + clean forward", "trades": "TRADES", "lbgat": "LBGAT",
+               "standard": "standard"}
+
+
+def study_label(run: str) -> tuple[str, int]:
+    """'dynat_nocf-s1' -> ('DYNAT, no clean forward', 1)."""
+    config, seed = run.rsplit("-s", 1)
+    return STUDY_NAMES.get(config, config), int(seed)
+
+
+def _study_colors(runs) -> dict[str, str]:
+    labels = list(dict.fromkeys(study_label(r)[0] for r in runs))
+    return series_colors(labels)
+
+
+def study_curves(histories: dict, *, title: str = "Robust accuracy after every epoch",
+                 width: int = FIG_WIDTH):
+    """Robust overfitting: PGD accuracy on test images (solid) and on training images (dotted)
+    after every epoch; one colour per method, one line per seed; a star on the best test epoch."""
+    colors = _study_colors(histories)
+    fig = go.Figure()
+    for run, hist in histories.items():
+        label, seed = study_label(run)
+        color = colors[label]
+        epochs = [h["epoch"] for h in hist]
+        test = [100 * h["test_pgd"] for h in hist]
+        fig.add_trace(go.Scatter(x=epochs, y=test, name=f"{label}, seed {seed}: test",
+                                 legendgroup=run, **_line_style(color)))
+        if "train_pgd" in hist[0]:
+            fig.add_trace(go.Scatter(x=epochs, y=[100 * h["train_pgd"] for h in hist],
+                                     name=f"{label}, seed {seed}: training", mode="lines",
+                                     line=dict(color=color, width=2, dash="dot"),
+                                     legendgroup=run))
+        best = max(range(len(test)), key=test.__getitem__)
+        fig.add_trace(go.Scatter(x=[epochs[best]], y=[test[best]], mode="markers",
+                                 marker=dict(color=color, size=14, symbol="star",
+                                             line=dict(color=BLACK, width=1)),
+                                 name=f"{label}, seed {seed}: best test epoch",
+                                 legendgroup=run, showlegend=False))
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(title_text="PGD-10 accuracy (%)", ticksuffix="%")
+    return _finish(fig, title + "<br><sup>solid: test images; dotted: training images; "
+                   "★ best test epoch</sup>", width=width, height=460,
+                   legend=dict(font=dict(size=10)))
+
+
+def study_tradeoff(rows: list[dict], robust: str = "pgd20", *,
+                   title: str = "Clean against robust accuracy, with 95 % intervals",
+                   robust_title: str | None = None, width: int = FIG_WIDTH):
+    """One point per run: clean accuracy against robust accuracy, both with their binomial 95 %
+    intervals as error bars; one colour (and marker) per method, seeds labelled."""
+    colors = _study_colors([r["run"] for r in rows])
+    fig = go.Figure()
+    shown = set()
+    for r in rows:
+        label, seed = study_label(r["run"])
+        color = colors[label]
+        x, y = 100 * r[robust], 100 * r["clean"]
+        fig.add_trace(go.Scatter(
+            x=[x], y=[y], mode="markers+text", text=[f"s{seed}"], textposition="top right",
+            textfont=dict(size=10, color=color), name=label, legendgroup=label,
+            showlegend=label not in shown,
+            marker=dict(color=color, size=11, symbol=SYMBOLS.get(color, "circle"),
+                        line=dict(color=BLACK, width=0.5)),
+            error_x=dict(type="data", symmetric=False, array=[100 * r[robust + "_hi"] - x],
+                         arrayminus=[x - 100 * r[robust + "_lo"]], color=color, thickness=1),
+            error_y=dict(type="data", symmetric=False, array=[100 * r["clean_hi"] - y],
+                         arrayminus=[y - 100 * r["clean_lo"]], color=color, thickness=1)))
+        shown.add(label)
+    fig.update_xaxes(title_text=f"{robust_title or robust} accuracy (%)", ticksuffix="%")
+    fig.update_yaxes(title_text="clean accuracy (%)", ticksuffix="%")
+    return _finish(fig, title, width=width, height=460, legend=dict(font=dict(size=11)))
+
+
+def study_pairs(rows: list[dict], pairs, metric: str = "pgd20", *, metric_title: str | None = None,
+                title: str = "With and without the target's clean forward",
+                width: int = FIG_WIDTH):
+    """Paired bars: for each ``(on, off, label)`` the mean ``metric`` over the seeds of the runs
+    named ``on-s*`` and ``off-s*``; every seed drawn as a marker on its bar."""
+    fig = go.Figure()
+    for name, pick, color in (("clean forward on", 0, BLUE), ("clean forward off", 1, PURPLE)):
+        labels, means, seed_x, seed_y = [], [], [], []
+        for pair in pairs:
+            vals = [100 * r[metric] for r in rows if r["run"].rsplit("-s", 1)[0] == pair[pick]]
+            if vals:
+                labels.append(pair[2])
+                means.append(sum(vals) / len(vals))
+                seed_x += [pair[2]] * len(vals)
+                seed_y += vals
+        fig.add_trace(go.Bar(x=labels, y=means, name=name, offsetgroup=name,
+                             text=[f"{v:.1f}%" for v in means], textposition="outside",
+                             **_bar_style(color)))
+        fig.add_trace(go.Scatter(x=seed_x, y=seed_y, mode="markers", offsetgroup=name,
+                                 name=f"{name}: each seed", showlegend=False,
+                                 marker=dict(color=BLACK, size=7, symbol="line-ew-open",
+                                             line=dict(width=2))))
+    fig.update_layout(barmode="group", scattermode="group")
+    fig.update_xaxes(title_text="method")
+    _percent_axis(fig, f"{metric_title or metric} accuracy (%), mean of seeds")
+    return _finish(fig, title + "<br><sup>bars: mean over seeds; dashes: each seed</sup>",
+                   width=width, height=380)

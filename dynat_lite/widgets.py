@@ -26,6 +26,9 @@ from .labels import predict
 EXPLORER_CLASS = "dynat-explorer"
 LABEL_EXPLORER_CLASS = "dynat-label-explorer"
 
+#: Control labels take the room their text needs (ipywidgets cuts them at 80 px otherwise).
+_WIDE_LABEL = {"description_width": "initial"}
+
 
 def headless() -> bool:
     """True when no frontend will display widgets (see the module docstring)."""
@@ -76,7 +79,8 @@ class Explorer:
                         W.HBox(panes, layout=W.Layout(flex_flow="row wrap")))
             i += n
         header = [W.HTML(f"<b>{title}</b>")] if title else []
-        self.box = W.VBox(header + [W.HBox(self.controls)] + rows)
+        controls = W.HBox(self.controls, layout=W.Layout(flex_flow="row wrap"))
+        self.box = W.VBox(header + [controls] + rows)
         self.box.add_class(EXPLORER_CLASS)
         if css_class:
             self.box.add_class(css_class)
@@ -112,22 +116,26 @@ def eps_explorer(x: torch.Tensor, y: torch.Tensor, classes: Sequence[str],
                  default: float | None = None) -> Explorer:
     """A slider over the budget ε: the same images clean, their perturbation and adversarial
     version, with the model's predictions. ``adversarial[eps]`` and ``adv_pred[eps]`` hold the
-    precomputed attack for each ε."""
+    precomputed attack for each ε. The perturbation row is drawn on one scale for every ε (the
+    largest ε is full contrast), so moving the slider shows the perturbation grow."""
     eps_values = sorted(adversarial)
     if not eps_values:
         raise ValueError("adversarial must hold at least one eps -> images entry.")
+    if max(eps_values) <= 0:
+        raise ValueError("adversarial needs at least one eps > 0 (the largest sets the scale "
+                         "on which every perturbation is drawn).")
     options = [(f"{e * 255:.3g}/255", e) for e in eps_values]
     start = default if default in eps_values else eps_values[len(eps_values) // 2]
     slider = W.SelectionSlider(options=options, value=start, description="ε",
-                               continuous_update=False, layout=W.Layout(width="500px"))
+                               continuous_update=False, style=_WIDE_LABEL,
+                               layout=W.Layout(width="500px"))
+    scale = max(eps_values)  # one scale for every eps: the perturbation visibly grows
 
     def draw():
         e = slider.value
-        if e == 0:
-            return [viz.image_grid(x, [classes[int(p)] for p in clean_pred], cols=len(x),
-                                   title="ε = 0: the clean images and the model's predictions")]
-        return [viz.adversarial_examples(x, adversarial[e], y, clean_pred, adv_pred[e],
-                                         classes, eps=e)]
+        return [viz.adversarial_examples(x, adversarial[e], y, clean_pred, adv_pred[e], classes,
+                                         eps=e, perturbation_scale=scale,
+                                         title="Clean, perturbation and adversarial images")]
 
     return Explorer([slider], draw, (1,), title="Move ε: how large must the attack be?")
 
@@ -148,9 +156,11 @@ def label_explorer(record: Mapping, probe_x: torch.Tensor, classes: Sequence[str
                    show_images: int = 32, step: int | None = None) -> Explorer:
     """The label-evolution explorer: a slider over training steps showing
 
-    1. the probe images with the guide's dynamic label and confidence (green right, red wrong);
+    1. the first ``show_images`` probe images with the guide's dynamic label and confidence
+       (✓ blue right, ✗ orange wrong);
     2. the agreement of the dynamic labels with the ground truth over training, and the
-       confusion matrix of dynamic label vs ground truth at the chosen step;
+       confusion matrix of dynamic label vs ground truth at the chosen step, both over all the
+       probe images;
     3. a probe x step map of right/wrong labels with every flip marked.
 
     ``record`` is ``LabelRecorder.to_dict()`` (steps, labels, confidence, truth, agreement).
@@ -163,9 +173,9 @@ def label_explorer(record: Mapping, probe_x: torch.Tensor, classes: Sequence[str
     stride = steps[1] - steps[0] if len(steps) > 1 else 1
     start = default_step(steps, agreement) if step is None else int(step)
     slider = W.IntSlider(value=start, min=steps[0], max=steps[-1], step=stride,
-                         description="step", continuous_update=False,
+                         description="step", continuous_update=False, style=_WIDE_LABEL,
                          layout=W.Layout(width="600px"))
-    n_show = min(show_images, len(truth))
+    n_show, n_probes = min(show_images, len(truth)), len(truth)
     chance = 1 / len(classes)
 
     def index() -> int:
@@ -181,13 +191,15 @@ def label_explorer(record: Mapping, probe_x: torch.Tensor, classes: Sequence[str
         s = steps[i]
         return [
             viz.probe_labels(probe_x[:n_show], labels[i, :n_show], truth[:n_show],
-                             conf[i, :n_show], classes, step=s),
-            viz.agreement_curve(steps, agreement, current=s, chance=chance,
-                                title=f"Agreement with the ground truth (step {s}: "
-                                      f"{100 * agreement[i]:.0f}%)"),
+                             conf[i, :n_show], classes, step=s, n_total=n_probes),
+            viz.agreement_curve(steps, agreement, current=s, chance=chance, n_probes=n_probes,
+                                title=f"Agreement with the ground truth at step {s}: "
+                                      f"{100 * agreement[i]:.0f}%"),
             viz.confusion(truth, labels[i], classes,
                           title=f"Dynamic label vs ground truth at step {s}"),
-            viz.label_flips(steps, labels, truth, classes, current=s),
+            viz.label_flips(steps, labels, truth, classes, current=s,
+                            title=f"Each of the {n_probes} probe images' dynamic label over "
+                                  f"training"),
         ]
 
     return Explorer([slider], draw, (1, 2, 1), css_class=LABEL_EXPLORER_CLASS,
@@ -232,19 +244,21 @@ def pgd_explorer(x: torch.Tensor, y: torch.Tensor, guide_labels: torch.Tensor,
     n_steps = len(next(iter(trajectories.values()))["loss"]) - 1
     eps = next(iter(trajectories.values()))["eps"]
     step = W.IntSlider(value=n_steps, min=0, max=n_steps, description="PGD step",
-                       continuous_update=False)
+                       continuous_update=False, style=_WIDE_LABEL)
     options = [(f"#{i}: {classes[int(y[i])]}"
                 + ("" if int(guide_labels[i]) == int(y[i])
                    else f" (guide says {classes[int(guide_labels[i])]})"), i)
                for i in range(len(y))]
-    pick = W.Dropdown(options=options, value=image, description="image")
+    longest = max(len(label) for label, _ in options)
+    pick = W.Dropdown(options=options, value=image, description="image", style=_WIDE_LABEL,
+                      layout=W.Layout(width=f"{min(max(16, longest + 10), 60)}em"))
 
     def draw():
         t, i = step.value, pick.value
         mean_loss = {n: tr["loss"].float().mean(1).tolist() for n, tr in trajectories.items()}
         trace = viz.pgd_trace(mean_loss, current=t,
-                              title="The attacker's objective over the PGD steps (mean over "
-                                    "the images; each objective in its own units)")
+                              title="The attacker's objective over the PGD steps<br><sup>mean "
+                                    "over the images; each objective on its own scale</sup>")
         imgs = [x[i]] + [viz.amplify(trajectories[n]["x"][t, i] - x[i], eps) for n in names] + \
                [trajectories[n]["x"][t, i] for n in names]
         preds = [int(trajectories[n]["probs"][t, i].argmax()) for n in names]
@@ -252,17 +266,21 @@ def pgd_explorer(x: torch.Tensor, y: torch.Tensor, guide_labels: torch.Tensor,
         first = trajectories[names[0]]
         clean_probs = first["clean_probs"] if "clean_probs" in first else first["probs"][0]
         clean_label = classes[int(clean_probs[i].argmax())]
-        caps = ([f"clean: {clean_label}"] + [f"δ {n}" for n in short]
-                + [f"{n}: {classes[p]}" for n, p in zip(short, preds)])
-        colors = ([viz.RIGHT if clean_label == classes[int(y[i])] else viz.WRONG]
-                  + ["black"] * len(names)
-                  + [viz.RIGHT if p == int(y[i]) else viz.WRONG for p in preds])
+        clean_right = clean_label == classes[int(y[i])]
+        caps = ([f"clean:<br>{viz.mark(clean_right)} {clean_label}"]
+                + [f"δ<br>{n}" for n in short]
+                + [f"{n}:<br>{viz.mark(p == int(y[i]))} {classes[p]}"
+                   for n, p in zip(short, preds)])
+        colors = ([viz.verdict_color(clean_right)] + [viz.BLACK] * len(names)
+                  + [viz.verdict_color(p == int(y[i])) for p in preds])
         grid = viz.image_grid(torch.stack([torch.as_tensor(im) for im in imgs]), caps,
                               cols=len(imgs), caption_colors=colors, size=110,
                               title=f"Image #{i} (truth: {classes[int(y[i])]}) after {t} PGD "
-                                    f"steps<br><sup>the perturbation δ (amplified) and the "
-                                    f"adversarial image of each objective, with the target's "
-                                    f"prediction</sup>")
+                                    f"steps<br><sup>the perturbation δ (amplified ×"
+                                    f"{0.5 / eps:.0f}, grey = 0) and the adversarial image of "
+                                    f"each objective, with the target's prediction: "
+                                    f"{viz.RIGHT_MARK} right (blue), {viz.WRONG_MARK} wrong "
+                                    f"(orange)</sup>")
         probs = {"clean": clean_probs[i].tolist()}
         probs.update({n: trajectories[n]["probs"][t, i].tolist() for n in names})
         bars = viz.probabilities(probs, classes, truth=int(y[i]), label=int(guide_labels[i]),

@@ -15,7 +15,6 @@ import os
 import re
 import secrets
 import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -24,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from browser_support import chromium, save_screenshot  # noqa: F401  (chromium is a fixture)
+from process_support import start, stop
 
 pytestmark = pytest.mark.browser
 
@@ -32,6 +32,8 @@ LESSON = ROOT / "notebooks" / "01_dynamic_labels.ipynb"
 FIXTURE = Path(__file__).parent / "fixtures" / "explorer.ipynb"
 EXPLORER = ".dynat-label-explorer"
 RUN_TIMEOUT_S = 600  # all cells of the lesson, smoke profile, on a busy 2-core machine
+START_TIMEOUT_S = 300  # JupyterLab's start: over two minutes were seen on a busy 2-core machine
+PAGE_TIMEOUT_MS = 300_000  # loading JupyterLab's page, then its kernel: over 2 min seen when busy
 
 
 def _python() -> str:
@@ -71,17 +73,18 @@ def lab(tmp_path_factory):
     notification.parent.mkdir(parents=True)
     notification.write_text(json.dumps({"fetchNews": "false"}))
     log = open(tmp_path / "jupyterlab.log", "w")
-    proc = subprocess.Popen(
+    # In a process group of its own: stop() ends the server and its kernels, pass or fail.
+    proc = start(
         [_python(), "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
          "--allow-root", "--LabApp.extension_manager=readonly",
          "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
          "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
+        log=log, env=env, cwd=root,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             try:
                 urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
@@ -92,11 +95,7 @@ def lab(tmp_path_factory):
                 time.sleep(0.5)
         yield base, token, root
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         log.close()
 
 
@@ -120,7 +119,7 @@ def _run_all_cells(page) -> None:
         " && window.jupyterapp.shell.currentWidget.sessionContext.session"
         " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
         " && window.jupyterapp.shell.currentWidget.sessionContext.kernelDisplayStatus === 'idle'",
-        timeout=120_000,
+        timeout=PAGE_TIMEOUT_MS,
     )
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
     deadline = time.monotonic() + RUN_TIMEOUT_S
@@ -135,6 +134,7 @@ def _run_all_cells(page) -> None:
         time.sleep(1)
 
 
+@pytest.mark.timeout(START_TIMEOUT_S + RUN_TIMEOUT_S + 600)  # the server's start counts too
 def test_label_explorer_renders_and_follows_the_slider(lab, chromium, tmp_path):  # noqa: F811
     """Lesson 01 (or, before it exists, the small fixture) in JupyterLab as a student runs it."""
     base, token, root = lab
@@ -175,7 +175,7 @@ def _check_explorer(browser, url: str, tmp_path: Path, name: str) -> None:
     page = browser.new_page(viewport={"width": 1400, "height": 2400})
     console = []
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-    page.goto(url, timeout=120_000)
+    page.goto(url, timeout=PAGE_TIMEOUT_MS)
     try:
         _run_all_cells(page)
 

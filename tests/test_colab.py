@@ -1,7 +1,11 @@
-"""Colab readiness: badges and install lines follow the one repository setting; setup() on Colab."""
+"""Colab readiness: badges and install lines follow the one repository setting; setup() on Colab;
+lessons 00-02 on Colab's versions of ipywidgets (7.7) and plotly (5.x)."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import sys
 import types
 import warnings
@@ -18,6 +22,7 @@ from dynat_lite import notebook  # noqa: E402
 
 LESSONS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
 BADGE = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 
 def _lesson(badge_target: str, install_url: str) -> nbformat.NotebookNode:
@@ -112,3 +117,112 @@ def test_colab_renderer_draws_after_loading_plotlyjs():
     assert 'addEventListener("load", draw)' in html  # draws only once the library is there
     assert html.count("<script") == 1  # no <script src>: the library is loaded by the script
     assert html.count("</script>") == 1  # the title cannot close the script early
+
+
+# ------------------------------------------------- the lessons on Colab's package versions (slow)
+# What a Colab runtime has (its preinstalled packages, 2025): the versions the lessons must run on.
+COLAB_PINS = ["ipywidgets==7.7.1", "plotly==5.24.1", "ipykernel==6.17.1", "ipython==7.34.0",
+              "traitlets==5.7.1"]
+COLAB_VENV = ROOT / ".venv-colab"  # git-ignored; built once, reused while the pins are the same
+MAIN_VENV = ROOT / ".venv"
+COLAB_LESSONS = ["00_threat_model", "01_dynamic_labels", "02_inner_optimizer"]
+# A stand-in for the google.colab module, so that setup() takes its Colab path.
+COLAB_STUB = '''"""A stand-in for Colab's module (tests only): setup() takes its Colab path."""
+import types
+
+output = types.SimpleNamespace(enable_custom_widget_manager=lambda: None)
+'''
+
+
+def _run(cmd: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def _colab_venv() -> Path:
+    """The Python of ``.venv-colab``: Colab's widget and plotly versions, this checkout's torch.
+
+    Colab runs Python 3.12; this venv runs the checkout's Python (3.11 here) because the pinned
+    torch and torchvision are on this machine's disk for 3.11 only. They, numpy and dynat_lite
+    come from ``.venv`` (a ``.pth`` file appends its site-packages after the venv's own), so the
+    venv holds only Colab's versions of the packages that differ. Skips when pip cannot fetch them.
+    """
+    python = COLAB_VENV / "bin" / "python"
+    stamp = COLAB_VENV / ".colab-pins"
+    wanted = "\n".join(COLAB_PINS + [str(MAIN_VENV)])
+    if stamp.exists() and stamp.read_text() == wanted and python.exists():
+        return python
+    shutil.rmtree(COLAB_VENV, ignore_errors=True)
+    made = _run([sys.executable, "-m", "venv", str(COLAB_VENV)])
+    if made.returncode:
+        pytest.skip(f"cannot make a virtual environment: {made.stderr.strip()[-300:]}")
+    pip = _run([str(python), "-m", "pip", "install", "--quiet", *COLAB_PINS])
+    if pip.returncode:
+        shutil.rmtree(COLAB_VENV, ignore_errors=True)
+        pytest.skip("cannot install Colab's package versions (offline?): "
+                    + " ".join(pip.stderr.strip().splitlines()[-2:])[-400:])
+    site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
+                .stdout.strip())
+    main_site = Path(_run([str(MAIN_VENV / "bin" / "python"), "-c",
+                           "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
+    (site / "zz_dynat_main_env.pth").write_text(f"import site; site.addsitedir({str(main_site)!r})\n")
+    (site / "google" / "colab").mkdir(parents=True)  # "google" stays a namespace package
+    (site / "google" / "colab" / "__init__.py").write_text(COLAB_STUB)
+    stamp.write_text(wanted)
+    return python
+
+
+@pytest.fixture(scope="module")
+def colab_kernel(tmp_path_factory):
+    """A kernel spec "colab" for the venv's Python, on JUPYTER_PATH for papermill; its versions."""
+    if not (MAIN_VENV / "bin" / "python").exists():
+        pytest.skip("no .venv: run `make test` once")
+    python = _colab_venv()
+    probe = _run([str(python), "-c", "import json, ipywidgets, plotly, ipykernel, torch, dynat_lite; "
+                  "print(json.dumps({m.__name__: m.__version__ for m in "
+                  "(ipywidgets, plotly, ipykernel, torch)}))"])
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    versions = json.loads(probe.stdout)
+    root = tmp_path_factory.mktemp("jupyter")
+    spec = root / "kernels" / "colab" / "kernel.json"
+    spec.parent.mkdir(parents=True)
+    spec.write_text(json.dumps({"argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                                "display_name": "Colab's versions", "language": "python"}))
+    old = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(root), old]))
+    try:
+        yield versions
+    finally:
+        if old is None:
+            os.environ.pop("JUPYTER_PATH")
+        else:
+            os.environ["JUPYTER_PATH"] = old
+
+
+@pytest.mark.slow
+@pytest.mark.notebook
+@pytest.mark.timeout(2400)
+def test_lessons_00_to_02_run_on_colabs_versions(colab_kernel, tmp_path):
+    papermill = pytest.importorskip("papermill")
+    assert colab_kernel["ipywidgets"].startswith("7.7.") and colab_kernel["plotly"].startswith("5.")
+    for name in COLAB_LESSONS:
+        source = ROOT / "notebooks" / f"{name}.ipynb"
+        output = tmp_path / f"{name}.ipynb"
+        papermill.execute_notebook(
+            str(source), str(output), cwd=str(source.parent), kernel_name="colab",
+            parameters=dict(PROFILE="smoke", DATASET="synthetic", DEVICE="cpu", SEED=0,
+                            OUT_DIR=str(tmp_path / name), MODELS_DIR=str(tmp_path / "models")),
+            execution_timeout=1800, progress_bar=False)
+        nb = nbformat.read(output, as_version=4)
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+        text = "".join(o.get("text", "") for o in outputs)
+        assert "dynat-lite set-up: Colab" in text, "setup() took its Colab path"
+        assert (tmp_path / name / "results.json").exists()
+        # Figures come through the Colab renderer (HTML that loads plotly.js), not plotly's JSON.
+        drawn = [o for o in outputs if "Plotly.newPlot" in o.get("data", {}).get("text/html", "")]
+        assert len(drawn) >= 3 and not any(PLOTLY_MIME in o.get("data", {}) for o in outputs)
+        # The explorers were built by ipywidgets 7: its models' protocol version is 1.5.0 (8: 2.0.0).
+        state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+        boxes = [m for m in state.values() if m["model_name"] == "VBoxModel"
+                 and "dynat-explorer" in m["state"].get("_dom_classes", [])]
+        assert boxes, f"{name}: no explorer in the saved widget state"
+        assert {m["model_module_version"] for m in boxes} == {"1.5.0"}

@@ -111,6 +111,28 @@ def test_report_worst_case_is_per_example(correct_batch):
     assert evaluate.evaluate(net, x, y, attacks=("clean",)) == {"clean": 1.0}
 
 
+def test_accuracy_vs_eps_is_fgsm_and_pgd_at_every_budget(correct_batch):
+    net, x, y = correct_batch
+    grid = [0, 4 / 255, 16 / 255]
+    net.train()
+    curves = evaluate.accuracy_vs_eps(net, x, y, grid, steps=5, batch_size=10, seed=2)
+    assert net.training, "the model's mode is restored"
+    assert list(curves) == ["FGSM", "PGD-5"] and all(len(c) == 3 for c in curves.values())
+    assert curves["FGSM"][0] == curves["PGD-5"][0] == 1.0, "eps = 0 is the clean accuracy"
+    assert curves["PGD-5"][-1] < 1.0, "a large ball breaks the random net somewhere"
+    # The same attacks by hand, batch by batch, one generator per eps.
+    for k, eps in enumerate(grid):
+        gen = torch.Generator().manual_seed(2)
+        right = {"FGSM": 0, "PGD-5": 0}
+        for i in range(0, len(y), 10):
+            xb, yb = x[i:i + 10], y[i:i + 10]
+            right["FGSM"] += (net.eval()(attacks.fgsm(net, xb, yb, eps=eps)).argmax(1) == yb).sum()
+            xp = attacks.pgd(net, xb, yb, eps=eps, step_size=eps / 4, steps=5, generator=gen)
+            right["PGD-5"] += (net(xp).argmax(1) == yb).sum()
+        for name in curves:
+            assert curves[name][k] == pytest.approx(right[name].item() / len(y)), (name, eps)
+
+
 def test_compare_writes_the_table_and_resumes(tmp_path, capsys):
     args = ["--methods", "pgd_at,dynat", "--profile", "smoke", "--out", str(tmp_path),
             "--n-train", "128", "--epochs", "1", "--n-eval", "16", "--attacks", "clean,pgd20",

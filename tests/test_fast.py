@@ -1,12 +1,20 @@
-"""The fast DYNAT step computes what the plain one computes: exactly on the CPU, within bf16
-tolerance on CUDA (skipped without a GPU). Plus the pieces it is built from."""
+"""The fast training attack gives the losses what the plain one gives: exactly on the CPU,
+within bf16 tolerance on CUDA (skipped without a GPU). Plus the pieces it is built from."""
 import pytest
 import torch
 
 from conftest import TinyNet
-from dynat_lite import bench, data, fast, methods, models, train
+from dynat_lite import attacks, bench, data, fast, methods, models, train
 
 BUDGET = dict(eps=8 / 255, step_size=2 / 255, steps=3)
+
+
+def fast_dynat_loss(guide, target, x, y, *, eps, step_size, steps, generator=None,
+                    random_start="gaussian", **options):
+    """methods.dynat_loss with the fast attack, as the training step runs it."""
+    attack = fast.FastPGD(eps=eps, step_size=step_size, steps=steps, random_start=random_start,
+                          generator=generator)
+    return methods.dynat_loss(guide, target, x, y, attack=attack, **options)
 
 
 def _pair(seed=0):
@@ -25,9 +33,10 @@ def _loss_and_grads(loss_fn, batch, seed=0, **options):
 
 @pytest.mark.parametrize("options", [{}, {"label_source": "static"}, {"target_loss": "kl"},
                                      {"beta": 3.0, "random_start": "uniform"}])
-def test_fast_step_equals_plain_step_exactly_on_cpu(batch, options):
+@pytest.mark.parametrize("quick_loss", [fast_dynat_loss, fast.dynat_loss])
+def test_fast_step_equals_plain_step_exactly_on_cpu(batch, options, quick_loss):
     plain = _loss_and_grads(methods.dynat_loss, batch, **options)
-    quick = _loss_and_grads(fast.dynat_loss, batch, **options)
+    quick = _loss_and_grads(quick_loss, batch, **options)
     assert torch.equal(plain[0], quick[0])
     for key in ("x_adv", "labels", "guide_loss", "target_loss"):
         assert torch.equal(plain[1][key], quick[1][key]), key
@@ -36,7 +45,7 @@ def test_fast_step_equals_plain_step_exactly_on_cpu(batch, options):
 
 
 def test_fast_step_restores_modes_and_requires_grad(batch):
-    *_, (guide, target) = _loss_and_grads(fast.dynat_loss, batch)
+    *_, (guide, target) = _loss_and_grads(fast_dynat_loss, batch)
     assert guide.training and target.training
     assert all(p.requires_grad for p in (*guide.parameters(), *target.parameters()))
 
@@ -51,12 +60,16 @@ def test_attack_computes_no_weight_gradients(batch):
     assert (x_adv - x).abs().max() <= 8 / 255 + 1e-6 and 0 <= x_adv.min() and x_adv.max() <= 1
 
 
-def test_train_epoch_is_the_same_with_and_without_the_fast_step():
+ATTACKING = sorted(n for n, m in methods.METHODS.items() if m.attack)
+
+
+@pytest.mark.parametrize("method", ATTACKING)
+def test_train_epoch_is_the_same_with_and_without_the_fast_step(method):
     ds = data.load("synthetic", n_train=64, n_test=32, seed=0)
     weights = []
     for use_fast in (True, False):
-        cfg = train.config("smoke", n_train=64, n_test=32, batch_size=32, steps=1,
-                           fast=use_fast)
+        cfg = train.config("smoke", method=method, n_train=64, n_test=32, batch_size=32,
+                           steps=1, fast=use_fast)
         nets = train.prepare(cfg, train.build(cfg, 10, torch.device("cpu")),
                              torch.device("cpu"))
         optimizer = train.make_optimizer(cfg, nets)
@@ -68,17 +81,25 @@ def test_train_epoch_is_the_same_with_and_without_the_fast_step():
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("method, is_fast", [
-    ("dynat", True), ("dynat_static", True), ("dynat_kl", True), ("dynat_soft", False),
-    ("dynat_gairat", False), ("pgd_at", False), ("lbgat", False)])
-def test_fast_step_is_used_exactly_where_it_applies(method, is_fast):
-    chosen = fast.loss_function(method, fast=True)
-    assert (chosen is not methods.get(method)) == is_fast
-    assert fast.loss_function(method, fast=False) is methods.get(method)
+@pytest.mark.parametrize("use_fast", [True, False])
+def test_the_training_step_hands_the_losses_the_fast_attack_exactly_when_asked(use_fast):
+    cfg = train.config("smoke", eps=6 / 255, step_size=1 / 255, steps=4, fast=use_fast)
+    generator = torch.Generator()
+    attack = train.inner_attack(cfg, torch.device("cpu"), generator)
+    assert isinstance(attack, attacks.PGD)
+    assert isinstance(attack, fast.FastPGD) is use_fast
+    assert (attack.eps, attack.step_size, attack.steps, attack.random_start) == (
+        cfg.eps, cfg.step_size, cfg.steps, cfg.random_start)
+    assert attack.generator is generator
+    if use_fast:  # one process on the CPU: its own batch, no CUDA graph
+        assert attack.shard == (0, 1) and not attack.graph
 
 
-def test_unknown_options_fall_back_to_the_plain_method():
-    assert fast.loss_function("dynat", options={"inner": "y"}) is methods.get("dynat")
+def test_an_attack_and_a_budget_together_are_refused(batch):
+    x, y = batch
+    guide, target = _pair()
+    with pytest.raises(ValueError, match="attack carries its own budget"):
+        methods.get("dynat")(guide, target, x, y, attack=attacks.PGD(steps=1), steps=3)
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "uniform", None])
@@ -96,14 +117,14 @@ def test_reference_step_computes_nearly_the_same_loss(batch):
     x, y = batch
     torch.manual_seed(0)
     guide, target = _pair()
-    ref = fast.reference_dynat_loss(guide, target, x, y, **BUDGET)
-    quick, *_ = _loss_and_grads(fast.dynat_loss, batch)
+    ref = bench.reference_dynat_loss(guide, target, x, y, **BUDGET)
+    quick, *_ = _loss_and_grads(fast_dynat_loss, batch)
     assert ref.item() == pytest.approx(quick.item(), rel=0.05)
 
 
 def test_reference_batches_are_augmented_copies():
     x, y = torch.rand(8, 3, 32, 32), torch.arange(8)
-    xb, yb = next(fast.reference_batches(x, y, 4, device="cpu", workers=0))
+    xb, yb = next(bench.reference_batches(x, y, 4, device="cpu", workers=0))
     assert xb.shape == (4, 3, 32, 32) and 0 <= xb.min() and xb.max() <= 1
     assert set(yb.tolist()) <= set(range(8))
 
@@ -146,7 +167,7 @@ def test_fast_step_matches_plain_within_bf16_tolerance_on_cuda():
     fast.prepare(guide, channels_last=True)
     fast.prepare(target, channels_last=True)
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        quick, out = fast.dynat_loss(guide, target, fast.to_memory_format(x, True), y,
+        quick, out = fast_dynat_loss(guide, target, fast.to_memory_format(x, True), y,
                                      generator=gen.manual_seed(0), **BUDGET)
     assert quick.dtype == torch.float32
     assert quick.item() == pytest.approx(plain.item(), rel=0.03)

@@ -1,7 +1,12 @@
-"""HTML export (tools/export_html.py) on the small explorer notebook: figures visible without a kernel."""
+"""HTML export (tools/export_html.py): a small static site whose figures need no kernel and no network.
+
+Most tests export the small explorer fixture (seconds); one exports lesson 01 (smoke profile) to
+check a real lesson's page: its size, its explorer note, its progress lines, offline drawing.
+"""
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -16,15 +21,30 @@ sys.path.insert(0, str(ROOT / "tools"))
 import export_html  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "explorer.ipynb"
+LESSON = ROOT / "notebooks" / "01_dynamic_labels.ipynb"
+LESSONS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+SITE_BUDGET = 10_000_000  # bytes for the whole site: every lesson, plotly.js and the stylesheet
+
+
+def _export(source: Path, out: Path) -> tuple[Path, nbformat.NotebookNode]:
+    """``source`` executed headless (smoke profile) and exported; (page, executed notebook)."""
+    saved = os.environ.get("DYNAT_HEADLESS")
+    os.environ["DYNAT_HEADLESS"] = "1"  # explorers also draw their default view
+    try:
+        assert export_html.main([str(source), "--out", str(out), "--no-check"]) == 0
+    finally:
+        if saved is None:
+            os.environ.pop("DYNAT_HEADLESS")
+        else:
+            os.environ["DYNAT_HEADLESS"] = saved
+    executed = nbformat.read(out.parent / "executed" / source.name, as_version=4)
+    return out / f"{source.stem}.html", executed
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """The fixture executed (smoke profile) and exported once; yields (page, executed notebook)."""
-    out = tmp_path_factory.mktemp("export") / "html"
-    assert export_html.main([str(FIXTURE), "--out", str(out), "--kernel", "python3", "--no-check"]) == 0
-    executed = nbformat.read(out.parent / "executed" / FIXTURE.name, as_version=4)
-    return out / f"{FIXTURE.stem}.html", executed
+    return _export(FIXTURE, tmp_path_factory.mktemp("export") / "html")
 
 
 def test_executed_with_the_chosen_profile_and_widget_state_saved(exported):
@@ -34,29 +54,107 @@ def test_executed_with_the_chosen_profile_and_widget_state_saved(exported):
     assert export_html.WIDGET_STATE in nb.metadata.get("widgets", {}), "papermill did not save widget state"
 
 
-def test_page_embeds_plotlyjs_once_and_every_figure(exported):
+def test_plotlyjs_once_for_the_site_beside_the_pages(exported):
     page, nb = exported
-    text = page.read_text(encoding="utf-8")
     from plotly.offline import get_plotlyjs_version
 
-    assert text.count(f"plotly.js v{get_plotlyjs_version()}") == 1  # the library's banner, once
-    assert not re.search(r'<script[^>]*src="[^"]*plot\.ly', text)  # no CDN: works offline
+    text = page.read_text(encoding="utf-8")
+    library = page.parent / f"plotly-{get_plotlyjs_version()}.min.js"
+    assert [p.name for p in page.parent.glob("*.js")] == [library.name]
+    assert library.read_text(encoding="utf-8").count(f"plotly.js v{get_plotlyjs_version()}") == 1
+    assert text.count(f'src="{library.name}"') == 1 and "plotly.js v" not in text  # referenced, not copied
+    assert not re.search(r'<script[^>]*src="https?://[^"]*(plot\.ly|plotly|require)', text)
     figures = export_html.count_page_figures(nb)
     assert figures >= 1
     assert text.count("Plotly.newPlot(") >= figures
-    assert (page.parent / "index.html").read_text().count(page.name) == 1
+    assert len(text) < 100_000, "the page carries its figures only: library and styles are shared"
+    assert (page.parent / "index.html").read_text().count(f'href="{page.name}"') == 1
+    assert re.search(r'<script async src="[^"]*mathjax', text)  # the CDN never holds the page up
 
 
-def test_plotly_outputs_inside_widgets_get_html_too(exported):
-    _, nb = exported
-    nb = nbformat.from_dict(json.loads(nbformat.writes(nb)))
-    state = nb.metadata["widgets"][export_html.WIDGET_STATE]["state"]
-    inside = [o for m in state.values() for o in m["state"].get("outputs", [])
-              if export_html.PLOTLY_MIME in o.get("data", {})]
-    assert inside, "the explorer's Output widget holds no plotly figure in its saved state"
-    assert export_html.add_html_to_widget_state(nb) == len(inside)
-    assert all(re.search(r"Plotly\.newPlot\(", o["data"]["text/html"]) for o in inside)
-    assert export_html.add_html_to_widget_state(nb) == 0  # never twice
+def test_page_has_no_widgets_no_injected_cell_and_says_how_it_ran(exported):
+    page, nb = exported
+    text = page.read_text(encoding="utf-8")
+    assert "widget-state" not in text and "widget-view" not in text
+    explorers = sum(export_html.WIDGET_VIEW in o.get("data", {})
+                    for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert explorers == 1 and text.count(export_html.EXPLORER_NOTE) == explorers
+    source = nbformat.read(FIXTURE, as_version=4)
+    code_cells = sum(c.cell_type == "code" for c in source.cells)
+    assert text.count('class="jp-Cell jp-CodeCell') == code_cells  # the injected one is gone
+    assert "This page shows the lesson as it ran with" in text and '<code>PROFILE = "smoke"</code>' in text
+    assert "colab-badge.svg" not in text  # the badge is a plain link: no image from outside
+
+
+def test_every_figure_has_an_alt_text_from_its_title_and_axes(exported):
+    page, nb = exported
+    text = page.read_text(encoding="utf-8")
+    labels = _figure_labels(text)
+    assert len(labels) == text.count('class="plotly-graph-div"') == export_html.count_page_figures(nb)
+    assert all(labels)
+    assert "label agreement up to step 4" in labels[-1] and "x: step, y: agreement" in labels[-1]
+
+
+def _figure_labels(text: str) -> list[str]:
+    """The alt texts (aria-label) of the page's ``<figure role="img">`` elements, in order."""
+    from html.parser import HTMLParser
+
+    labels = []
+
+    class Figures(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "figure" and attrs.get("role") == "img":
+                labels.append(attrs.get("aria-label") or "")
+
+    Figures().feed(text)
+    return labels
+
+
+def test_alt_text_names_kind_title_axes_and_series():
+    fig = {"data": [{"type": "scatter", "mode": "lines", "name": "PGD-20"},
+                    {"type": "scatter", "mode": "lines", "name": "FGSM"}],
+           "layout": {"title": {"text": "Accuracy as ε grows<br><sup>500 images</sup>"},
+                      "xaxis": {"title": {"text": "ε (× 1/255)"}}, "yaxis": {"title": "accuracy (%)"}}}
+    assert export_html.alt_text(fig) == ("Line chart: Accuracy as ε grows — 500 images. axes x: ε (× 1/255), "
+                                         "y: accuracy (%). series PGD-20, FGSM.")
+    grid = {"data": [{"type": "image"}] * 3, "layout": {"annotations": [{"text": "cat"}, {"text": "dog"}]}}
+    assert export_html.alt_text(grid) == "3 images: untitled. labelled cat; dog."
+
+
+def test_progress_bars_become_their_last_line_and_other_widgets_the_note():
+    state = {
+        "bar": {"model_name": "HBoxModel", "state": {"children": ["IPY_MODEL_p", "IPY_MODEL_f", "IPY_MODEL_s"]}},
+        "p": {"model_name": "HTMLModel", "state": {"value": "epoch 1/2: 100%"}},
+        "f": {"model_name": "FloatProgressModel", "state": {"value": 32, "max": 32}},
+        "s": {"model_name": "HTMLModel", "state": {"value": " 32/32 [00:27&lt;00:00]"}},
+        "box": {"model_name": "VBoxModel", "state": {"children": []}},
+    }
+
+    def view(model_id, plain="..."):
+        return {"output_type": "display_data", "data": {export_html.WIDGET_VIEW: {"model_id": model_id},
+                                                        "text/plain": plain}}
+
+    assert export_html.widget_output(view("bar"), state)["text"] == "epoch 1/2: 100% 32/32 [00:27<00:00]\n"
+    assert export_html.EXPLORER_NOTE in export_html.widget_output(view("box"), state)["data"]["text/html"]
+    assert export_html.widget_output(view("gone", "VBox(children=(HTML(value='x'),))"), {}) is not None
+    assert export_html.widget_output(view("gone", "epoch 1/2:   0%|"), {}) is None
+
+
+@pytest.mark.skipif(not LESSONS, reason="no lessons in notebooks/ yet")
+@pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
+def test_index_title_and_one_line_summary_from_the_first_markdown_cell(path):
+    title, summary = export_html.title_and_summary(nbformat.read(path, as_version=4))
+    assert title.startswith(f"Lesson {path.name[:2]} ")
+    assert summary.endswith((".", "!", "?")) and "\n" not in summary and 20 < len(summary) < 300
+    assert not re.search(r"[*`\[\]]|colab", summary, re.I), summary  # plain text, not the badge
+
+
+def test_index_lists_title_and_summary(exported):
+    page, _ = exported
+    index = (page.parent / "index.html").read_text(encoding="utf-8")
+    assert '<a href="explorer.html">A small explorer (test fixture)</a>' in index
+    assert "A stand-in for a lesson&#x27;s explorer: a box with class dynat-label-explorer" in index
 
 
 @pytest.mark.browser
@@ -68,15 +166,49 @@ def test_page_draws_its_figures_in_headless_chromium(exported, chromium):  # noq
     assert visible
 
 
+@pytest.mark.browser
+def test_pages_draw_with_the_network_off(exported, chromium):  # noqa: F811
+    page_path, nb = exported
+    seen = chromium.run(export_html.open_offline, page_path)
+    assert seen["figures"] == seen["drawn"] == export_html.count_page_figures(nb) >= 1
+    assert not seen["errors"], seen["errors"]
+    assert all(export_html.MATHJAX_HOST in url for url in seen["outside"]), seen["outside"]
+    index = chromium.run(export_html.open_offline, page_path.parent / "index.html")
+    assert index["outside"] == [] and index["errors"] == []
+
+
 def _open_and_count(browser, page_path: Path):
     """(plotly figures on the page, those drawn with an SVG, whether the first is visible)."""
     page = browser.new_page()
     try:
-        page.goto(page_path.resolve().as_uri(), wait_until="load", timeout=60_000)
-        page.wait_for_function("() => window.Plotly !== undefined", timeout=60_000)
+        page.goto(page_path.resolve().as_uri(), wait_until="domcontentloaded", timeout=180_000)
+        page.wait_for_function("() => window.Plotly !== undefined", timeout=180_000)
+        page.wait_for_function("() => Array.from(document.querySelectorAll('.plotly-graph-div'))"
+                               ".every(gd => gd.querySelector('svg.main-svg'))", timeout=180_000)
         plots = page.locator(".js-plotly-plot")
         drawn = page.evaluate("() => Array.from(document.querySelectorAll('.js-plotly-plot'))"
                               ".filter(gd => gd.querySelector('svg.main-svg')).length")
         return plots.count(), drawn, plots.first.is_visible()
     finally:
         page.close()
+
+
+# --------------------------------------------------------------- a real lesson (slow)
+@pytest.mark.slow
+@pytest.mark.notebook
+@pytest.mark.skipif(not LESSON.exists(), reason="lesson 01 is not in notebooks/")
+def test_lesson_page_is_small_and_draws_offline(tmp_path, chromium):  # noqa: F811
+    """Lesson 01 (an explorer, progress bars, image grids): a page that fits the site's budget."""
+    page, nb = _export(LESSON, tmp_path / "html")
+    text = page.read_text(encoding="utf-8")
+    shared = sum(p.stat().st_size for p in page.parent.glob("*.*") if p.suffix in (".js", ".css"))
+    # Every lesson's page must fit in what the shared files leave of the budget.
+    assert page.stat().st_size < (SITE_BUDGET - shared) / max(len(LESSONS), 1)
+    assert text.count(export_html.EXPLORER_NOTE) >= 1
+    assert re.search(r"100% \d+/\d+ \[", text), "a progress bar's last line"
+    assert "widget-state" not in text
+    seen = chromium.run(export_html.open_offline, page)
+    assert seen["figures"] == seen["drawn"] == export_html.count_page_figures(nb) >= 4
+    assert not seen["errors"] and all(export_html.MATHJAX_HOST in u for u in seen["outside"])
+    results = json.dumps(nb.metadata.get("papermill", {}).get("parameters", {}))
+    assert '"PROFILE": "smoke"' in results

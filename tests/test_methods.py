@@ -1,4 +1,4 @@
-"""The DYNAT step, checked piece by piece against DESIGN.md."""
+"""The DYNAT step, checked piece by piece against the method as the paper describes it."""
 import copy
 
 import pytest

@@ -39,6 +39,13 @@ def test_lesson_05_structure():
     assert "what to try next" in nb.cells[-1].source.lower()
 
 
+def test_lesson_05_asks_and_cites_only_the_project():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "**Think!**" in text and "<details>" in text and "</details>" in text
+    assert "DESIGN.md" not in "\n".join(c.source for c in nb.cells)
+
+
 def _run(tmp_path, name):
     papermill = pytest.importorskip("papermill")
     output = tmp_path / f"{name}.ipynb"
@@ -55,6 +62,7 @@ def _run(tmp_path, name):
 
 @pytest.mark.notebook
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_lesson_05_falls_back_trains_resumes_and_evaluates(tmp_path, monkeypatch):
     monkeypatch.setenv("DYNAT_HEADLESS", "1")
     r, text = _run(tmp_path, "first")

@@ -52,6 +52,19 @@ def test_lesson_structure(name):
     assert "what to try next" in cells[-1].source.lower()
 
 
+@pytest.mark.parametrize("name", ["03_dynat_training", "04_evaluation"])
+def test_lessons_03_04_derive_ask_and_cite_only_the_project(name):
+    nb = read(name)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert text.count("$$") >= 6, "the lesson derives its maths in LaTeX"
+    assert "**Think!**" in text and "<details>" in text and "</details>" in text
+    assert "DESIGN.md" not in "\n".join(c.source for c in nb.cells)
+    assert "lesson 07" in text.lower(), "the paper's claims point to what the kit measured"
+    params = {stmt.targets[0].id: ast.literal_eval(stmt.value) for stmt in ast.parse(
+        next(c for c in nb.cells if "parameters" in c.metadata.get("tags", [])).source).body}
+    assert params["EPOCHS"] is None, "EPOCHS = None: the profile's number of epochs"
+
+
 # ------------------------------------------------------------------------- papermill runs (slow)
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory):
@@ -128,6 +141,12 @@ def test_03_dynat_training(tmp_path, models_dir, monkeypatch):
     assert max(guide) - min(guide) <= 1e-4 * max(guide), "beta leaves the guide's gradient alone"
     zero = beta["betas"].index(0.0)
     assert target[zero] == 0 and target[-1] > target[zero]
+    # The derivation of section 2: the target's gradient is proportional to beta.
+    per_beta = [t / b for t, b in zip(target, beta["betas"]) if b > 0]
+    assert max(per_beta) - min(per_beta) <= 1e-4 * max(per_beta)
+    for name, peak in r["robust_peak"].items():  # where robust test accuracy peaked
+        pgd = [h["test_pgd"] for h in r["history"][name]]
+        assert peak["peak"] == max(pgd) == pgd[peak["epoch"] - 1] and peak["last"] == pgd[-1]
 
 
 @pytest.mark.notebook
@@ -149,3 +168,12 @@ def test_04_evaluation(tmp_path, models_dir, monkeypatch):
     for name, curve in r["curves"].items():
         assert curve["PGD-10"][0] == curve["FGSM"][0], "eps = 0 is the clean accuracy"
         assert curve["PGD-10"][-1] <= curve["PGD-10"][0], name
+    # Exercise 4.1: the margin's sign is the clean error (ties aside: one image of slack).
+    margin = r["cw_margin"]
+    assert abs(margin["positive"] - margin["clean_error"]) <= 1 / train.PROFILES["smoke"]["n_eval"]
+    # Exercise 4.2: the per-example worst case is at most every single attack, clean included.
+    worst = r["worst_case"]
+    assert worst["n"] == same["n"] and set(worst["models"]) == set(r["table"])
+    for name, w in worst["models"].items():
+        assert set(w["attacks"]) == {"clean", "fgsm", "pgd20", "cw", "aa_fast"}, name
+        assert w["worst_case"] <= min(w["attacks"].values()), name

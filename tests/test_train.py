@@ -100,8 +100,8 @@ def test_bad_configs_raise(kwargs, match):
 
 @pytest.mark.slow
 def test_synthetic_set_is_learnable_yet_adversarially_fragile():
-    """The promise of DESIGN.md: a small CNN learns it (>= 85 % clean) in well under a minute
-    on two cores, and the same model falls below 20 % under PGD at eps = 8/255."""
+    """The promise of the synthetic set: a small CNN learns it (>= 85 % clean) in three epochs,
+    and the same model falls below 20 % under PGD at eps = 8/255."""
     ds = data.load("synthetic", n_train=3000, n_test=500, seed=0)
     cfg = train.config("smoke", method="standard", epochs=3, n_eval=100)
     result = train.fit(cfg, dataset=ds, progress=False)

@@ -28,3 +28,15 @@ def test_train_guide_stops_at_max_steps_and_is_reproducible():
     assert torch.equal(r1.labels, r2.labels)
     for a, b in zip(g1.parameters(), g2.parameters()):
         assert torch.equal(a, b)
+
+
+def test_train_guide_also_records_other_probes_at_the_same_steps():
+    cfg = train.config("smoke", n_train=128, n_test=32, epochs=1, batch_size=32)
+    ds = data.load("synthetic", n_train=128, n_test=32, seed=0)
+    on_train = labels.LabelRecorder(ds.x_train[:16], ds.y_train[:16])
+    guide, rec = labels.train_guide(cfg, ds.x_test, ds.y_test, every=2, dataset=ds,
+                                    also=[on_train])
+    assert on_train.steps == rec.steps == [0, 2, 4]
+    assert on_train.labels.shape == (3, 16)
+    # The last record is the returned guide's labels on those training images.
+    assert torch.equal(on_train.labels[-1], labels.predict(guide, ds.x_train[:16]).argmax(1))

@@ -1,31 +1,41 @@
 """Time the lessons: run each with papermill under a profile and print its wall-clock seconds.
 
-    python tools/time_lessons.py                              # smoke profile, lessons 00-04
-    python tools/time_lessons.py --profile cpu --dataset cifar10
+    python tools/time_lessons.py --profile smoke              # every lesson, smoke profile
+    python tools/time_lessons.py --profile cpu --dataset cifar10 00 01 02 03 04
     python tools/time_lessons.py --profile cpu --dataset /path/to/cifar10.npz 00 03
 
-The lessons run in order in fresh kernels, sharing one models folder (as ``make run``), so a
-model an earlier lesson trained is loaded by a later one, as it is for a student working through
-them. Executed copies and each lesson's results.json go to ``--out`` (default
-``runs/timing-PROFILE``); the figures printed are the seconds per lesson, their total, and the
-headline numbers each lesson wrote. Timings belong here, never in tests.
+The lessons run in order in fresh kernels (``python3``: the Python of the environment this runs
+in), sharing one models folder (as ``make run``), so a model an earlier lesson trained is loaded
+by a later one, as it is for a student working through them. Executed copies and each lesson's
+results.json go to ``--out`` (default ``runs/timing-PROFILE``; a folder an earlier timing wrote is
+emptied first, so nothing trained before is reused; any other folder must be empty or new).
+
+It prints a line per lesson as it finishes (seconds and the headline numbers it wrote), then a
+table to paste into the README: the seconds per lesson and their total, the date, the machine
+(CPU, cores, GPU) and the command. Timings belong here, never in tests.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import platform
+import shutil
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from export_html import hide_kernel_noise  # noqa: E402
 
 
 def lessons(prefixes: list[str]) -> list[Path]:
-    """The lesson notebooks whose names start with one of ``prefixes`` (all 00-04 if none)."""
-    prefixes = prefixes or ["00", "01", "02", "03", "04"]
-    found = [nb for p in prefixes for nb in sorted(NOTEBOOKS.glob(f"{p}*.ipynb"))]
+    """The lesson notebooks whose names start with one of ``prefixes`` (every lesson if none)."""
+    found = [nb for p in prefixes or [""] for nb in sorted(NOTEBOOKS.glob(f"{p}*.ipynb"))
+             if nb.name[:2].isdigit()]
     if not found:
         raise SystemExit(f"no lesson matches {prefixes}; lessons are {NOTEBOOKS}/NN_*.ipynb")
     return found
@@ -39,9 +49,10 @@ def run(nb: Path, out: Path, profile: str, dataset: str | None, timeout: int) ->
     if dataset:
         params["DATASET"] = dataset
     t0 = time.perf_counter()
-    papermill.execute_notebook(str(nb), str(out / nb.name), parameters=params, cwd=str(NOTEBOOKS),
-                               kernel_name="python3", execution_timeout=timeout,
-                               progress_bar=False)
+    with hide_kernel_noise():
+        papermill.execute_notebook(str(nb), str(out / nb.name), parameters=params, cwd=str(NOTEBOOKS),
+                                   kernel_name="python3", execution_timeout=timeout,
+                                   progress_bar=False)
     return time.perf_counter() - t0
 
 
@@ -54,18 +65,66 @@ def headline(results: dict) -> dict:
     return keep
 
 
+def machine() -> str:
+    """The CPU model and cores this runs on, and the GPU if torch sees one."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    text = f"{cpu}, {cores} cores"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            text += f", GPU {torch.cuda.get_device_name(0)}"
+        text += f", torch {torch.__version__}"
+    except ImportError:
+        pass
+    return text
+
+
+def table(seconds: dict[str, float], command: str, when: str, where: str) -> str:
+    """The timings as a Markdown table, with the date, the machine and the command under it."""
+    rows = ["| lesson | seconds |", "|---|---:|"]
+    rows += [f"| `{name}` | {s:.0f} |" for name, s in seconds.items()]
+    rows.append(f"| total | {sum(seconds.values()):.0f} |")
+    rows.append("")
+    rows.append(f"Measured {when} on {where}: `{command}`.")
+    return "\n".join(rows)
+
+
+MARK = ".time_lessons"
+
+
+def fresh_folder(out: Path) -> Path:
+    """``out``, empty: every lesson trains what it needs. Only a folder this tool wrote is cleared."""
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARK).exists():
+            raise SystemExit(f"{out} is not empty and was not written by this tool: pass an empty "
+                             "or new folder with --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARK).write_text("written by tools/time_lessons.py; emptied when it runs again\n")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("lessons", nargs="*", help="lesson number prefixes, e.g. 00 03")
+    parser.add_argument("lessons", nargs="*", help="lesson number prefixes, e.g. 00 03 (default: all)")
     parser.add_argument("--profile", default="smoke")
     parser.add_argument("--dataset", default=None, help="the profile's dataset if not given")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    command = " ".join(["python tools/time_lessons.py", *(sys.argv[1:] if argv is None else argv)])
     if args.dataset and Path(args.dataset).suffix == ".npz":
         args.dataset = str(Path(args.dataset).resolve())
-    out = (args.out or ROOT / "runs" / f"timing-{args.profile}").resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = fresh_folder((args.out or ROOT / "runs" / f"timing-{args.profile}").resolve())
 
     seconds = {}
     for nb in lessons(args.lessons):
@@ -74,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = headline(json.loads(results.read_text())) if results.exists() else {}
         print(f"{nb.stem}: {seconds[nb.stem]:.0f} s  {json.dumps(summary)}", flush=True)
     print(f"total: {sum(seconds.values()):.0f} s for {len(seconds)} lessons "
-          f"(profile {args.profile}, dataset {args.dataset or 'the profile default'})")
+          f"(profile {args.profile}, dataset {args.dataset or 'the profile default'})\n")
+    print(table(seconds, command, datetime.date.today().isoformat(), machine()))
     return 0
 
 
