@@ -173,6 +173,7 @@ def _check_explorer(browser, url: str, tmp_path: Path, name: str) -> None:
     Runs on the browser's own thread (``chromium.run``).
     """
     page = browser.new_page(viewport={"width": 1400, "height": 2400})
+    page.set_default_timeout(120_000)  # calls without a timeout of their own (30 s): a busy machine
     console = []
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
     page.goto(url, timeout=PAGE_TIMEOUT_MS)
@@ -209,7 +210,10 @@ def _check_explorer(browser, url: str, tmp_path: Path, name: str) -> None:
         explorer.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=30_000)
         _shoot(page, explorer, tmp_path, f"{name}-after")
     except Exception:
-        _shoot(page, None, tmp_path, f"{name}-failure")
+        try:
+            _shoot(page, None, tmp_path, f"{name}-failure")
+        except Exception as shot_error:  # a page too busy to screenshot: keep the first error
+            print(f"no failure screenshot: {shot_error}".splitlines()[0])
         print("\n".join(console[-40:]))
         raise
     finally:

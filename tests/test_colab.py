@@ -198,31 +198,36 @@ def colab_kernel(tmp_path_factory):
             os.environ["JUPYTER_PATH"] = old
 
 
+@pytest.fixture(scope="module")
+def colab_models(tmp_path_factory):
+    """One models folder for lessons 00-02, as for a student who runs them in order."""
+    return tmp_path_factory.mktemp("colab-models")
+
+
 @pytest.mark.slow
 @pytest.mark.notebook
-@pytest.mark.timeout(2400)
-def test_lessons_00_to_02_run_on_colabs_versions(colab_kernel, tmp_path):
+@pytest.mark.parametrize("name", COLAB_LESSONS)
+def test_lesson_runs_on_colabs_versions(name, colab_kernel, colab_models, tmp_path):
     papermill = pytest.importorskip("papermill")
     assert colab_kernel["ipywidgets"].startswith("7.7.") and colab_kernel["plotly"].startswith("5.")
-    for name in COLAB_LESSONS:
-        source = ROOT / "notebooks" / f"{name}.ipynb"
-        output = tmp_path / f"{name}.ipynb"
-        papermill.execute_notebook(
-            str(source), str(output), cwd=str(source.parent), kernel_name="colab",
-            parameters=dict(PROFILE="smoke", DATASET="synthetic", DEVICE="cpu", SEED=0,
-                            OUT_DIR=str(tmp_path / name), MODELS_DIR=str(tmp_path / "models")),
-            execution_timeout=1800, progress_bar=False)
-        nb = nbformat.read(output, as_version=4)
-        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-        text = "".join(o.get("text", "") for o in outputs)
-        assert "dynat-lite set-up: Colab" in text, "setup() took its Colab path"
-        assert (tmp_path / name / "results.json").exists()
-        # Figures come through the Colab renderer (HTML that loads plotly.js), not plotly's JSON.
-        drawn = [o for o in outputs if "Plotly.newPlot" in o.get("data", {}).get("text/html", "")]
-        assert len(drawn) >= 3 and not any(PLOTLY_MIME in o.get("data", {}) for o in outputs)
-        # The explorers were built by ipywidgets 7: its models' protocol version is 1.5.0 (8: 2.0.0).
-        state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
-        boxes = [m for m in state.values() if m["model_name"] == "VBoxModel"
-                 and "dynat-explorer" in m["state"].get("_dom_classes", [])]
-        assert boxes, f"{name}: no explorer in the saved widget state"
-        assert {m["model_module_version"] for m in boxes} == {"1.5.0"}
+    source = ROOT / "notebooks" / f"{name}.ipynb"
+    output = tmp_path / f"{name}.ipynb"
+    papermill.execute_notebook(
+        str(source), str(output), cwd=str(source.parent), kernel_name="colab",
+        parameters=dict(PROFILE="smoke", DATASET="synthetic", DEVICE="cpu", SEED=0,
+                        OUT_DIR=str(tmp_path / name), MODELS_DIR=str(colab_models)),
+        execution_timeout=1800, progress_bar=False)
+    nb = nbformat.read(output, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "dynat-lite set-up: Colab" in text, "setup() took its Colab path"
+    assert (tmp_path / name / "results.json").exists()
+    # Figures come through the Colab renderer (HTML that loads plotly.js), not plotly's JSON.
+    drawn = [o for o in outputs if "Plotly.newPlot" in o.get("data", {}).get("text/html", "")]
+    assert len(drawn) >= 3 and not any(PLOTLY_MIME in o.get("data", {}) for o in outputs)
+    # The explorer was built by ipywidgets 7: its models' protocol version is 1.5.0 (8: 2.0.0).
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    boxes = [m for m in state.values() if m["model_name"] == "VBoxModel"
+             and "dynat-explorer" in m["state"].get("_dom_classes", [])]
+    assert boxes, f"{name}: no explorer in the saved widget state"
+    assert {m["model_module_version"] for m in boxes} == {"1.5.0"}

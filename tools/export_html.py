@@ -5,11 +5,11 @@
     python tools/export_html.py --executed runs       # take lessons already executed (make run)
     python tools/export_html.py notebooks/01_dynamic_labels.ipynb   # some lessons only
 
-Pages go to ``build/html/`` (one per lesson, ``index.html``, and plotly.js); executed copies to
-``build/executed/``. What the pages are made of:
+Pages go to ``build/html/`` (one per lesson, ``index.html``, plotly.js and a stylesheet);
+executed copies to ``build/executed/``. What the pages are made of:
 
 * **plotly.js once for the whole site**: one file beside the pages (``plotly-VERSION.min.js``),
-  which every page loads with ``<script src>``. Each figure, stored by the kernel as plotly's JSON
+  which every page loads with ``<script src>``; JupyterLab's styles likewise (``lab-HASH.css``). Each figure, stored by the kernel as plotly's JSON
   (``application/vnd.plotly.v1+json``, which nbconvert cannot draw), becomes a ``<div>`` and the
   call that draws it, inside a ``<figure>`` whose ``aria-label`` is its alt text: what it shows,
   from its title and its axes' titles.

@@ -67,11 +67,13 @@ def main(argv=None) -> int:
     p.add_argument("src", type=Path)
     p.add_argument("dst", type=Path)
     p.add_argument("--command", required=True, help="the command that ran the study")
-    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--no-figures", action="store_true",
+                   help="keep the figures already there (they do not show the extra attacks)")
     args = p.parse_args(argv)
     copy_measurements(args.src, args.dst)
     study.write_summary(study.summarize(args.dst), args.dst)
-    pngs = [] if args.no_figures else figures(args.dst)
+    pngs = (sorted(p.name for p in args.dst.glob("*.png")) if args.no_figures
+            else figures(args.dst))
     (args.dst / "README.md").write_text(readme(args.dst, args.command, pngs))
     print(f"shipped {args.src} -> {args.dst}: {', '.join(pngs) or 'no figures'}")
     return 0

@@ -12,7 +12,8 @@ emptied first, so nothing trained before is reused; any other folder must be emp
 
 It prints a line per lesson as it finishes (seconds and the headline numbers it wrote), then a
 table to paste into the README: the seconds per lesson and their total, the date, the machine
-(CPU, cores, GPU) and the command. Timings belong here, never in tests.
+(CPU, cores, GPU), its load average while the lessons ran (other work on the machine slows them)
+and the command. Timings belong here, never in tests.
 """
 from __future__ import annotations
 
@@ -88,6 +89,14 @@ def machine() -> str:
     return text
 
 
+def load_average() -> float | None:
+    """The machine's load average over the last minute (None where the OS does not say)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
 def table(seconds: dict[str, float], command: str, when: str, where: str) -> str:
     """The timings as a Markdown table, with the date, the machine and the command under it."""
     rows = ["| lesson | seconds |", "|---|---:|"]
@@ -126,15 +135,19 @@ def main(argv: list[str] | None = None) -> int:
         args.dataset = str(Path(args.dataset).resolve())
     out = fresh_folder((args.out or ROOT / "runs" / f"timing-{args.profile}").resolve())
 
-    seconds = {}
+    seconds, loads = {}, [load_average()]
     for nb in lessons(args.lessons):
         seconds[nb.stem] = run(nb, out, args.profile, args.dataset, args.timeout)
+        loads.append(load_average())
         results = out / nb.stem / "results.json"
         summary = headline(json.loads(results.read_text())) if results.exists() else {}
         print(f"{nb.stem}: {seconds[nb.stem]:.0f} s  {json.dumps(summary)}", flush=True)
     print(f"total: {sum(seconds.values()):.0f} s for {len(seconds)} lessons "
           f"(profile {args.profile}, dataset {args.dataset or 'the profile default'})\n")
-    print(table(seconds, command, datetime.date.today().isoformat(), machine()))
+    where = machine()
+    if None not in loads:
+        where += f", load average {min(loads):.1f}-{max(loads):.1f} while they ran"
+    print(table(seconds, command, datetime.date.today().isoformat(), where))
     return 0
 
 
