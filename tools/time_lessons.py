@@ -43,12 +43,19 @@ def lessons(prefixes: list[str]) -> list[Path]:
 
 
 def run(nb: Path, out: Path, profile: str, dataset: str | None, timeout: int) -> float:
-    """Execute ``nb`` with papermill; return its wall-clock seconds."""
+    """Execute ``nb`` with papermill; return its wall-clock seconds.
+
+    Every folder the lesson writes to is under ``out`` (results, shared models, checkpoints), so
+    nothing of an earlier run is resumed; only the parameters the lesson declares are passed.
+    """
     import papermill
 
-    params = {"PROFILE": profile, "OUT_DIR": str(out / nb.stem), "MODELS_DIR": str(out / "models")}
+    params = {"PROFILE": profile, "OUT_DIR": str(out / nb.stem), "MODELS_DIR": str(out / "models"),
+              "CKPT_DIR": str(out / "checkpoints")}
     if dataset:
         params["DATASET"] = dataset
+    declared = papermill.inspect_notebook(str(nb))
+    params = {k: v for k, v in params.items() if k in declared}
     t0 = time.perf_counter()
     with hide_kernel_noise():
         papermill.execute_notebook(str(nb), str(out / nb.name), parameters=params, cwd=str(NOTEBOOKS),
