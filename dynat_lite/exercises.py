@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import copy
 import math
+import traceback
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -27,6 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import attacks, evaluate, labels, methods
+
+_PACKAGE = Path(__file__).resolve().parent  # frames from here are the checker's, not the student's
 
 #: What each exercise's function must do (the lessons' exercise cells explain why).
 TASKS: dict[str, str] = {
@@ -67,6 +71,24 @@ NAMES: tuple[str, ...] = tuple(TASKS)
 
 class ExerciseError(AssertionError):
     """Your function does not do what the exercise asks yet; the message says what and why."""
+
+    def _render_traceback_(self) -> list[str]:
+        """How Jupyter (IPython) shows it: the message, without the checker's own frames.
+
+        When the student's function raised, its frames (and only those) come first, so the
+        line of their code that failed is on the page.
+        """
+        lines = []
+        cause = self.__cause__
+        if cause is not None and cause.__traceback__ is not None:
+            yours = [frame for frame in traceback.extract_tb(cause.__traceback__)
+                     if not Path(frame.filename).resolve().is_relative_to(_PACKAGE)]
+            if yours:
+                lines.append("Traceback of your function (most recent call last):")
+                lines += [line.rstrip("\n") for line in traceback.format_list(yours)]
+                lines.append(f"{type(cause).__name__}: {cause}")
+                lines.append("")
+        return lines + [f"\x1b[0;31mExerciseError\x1b[0m: {self}"]
 
 
 class _StudentRaised(Exception):

@@ -239,3 +239,150 @@ def _shoot(page, explorer, tmp_path: Path, tag: str) -> None:
     save_screenshot(page.screenshot(), f"browser-{tag}-window.png", tmp_path)
     if explorer is not None:
         save_screenshot(explorer.screenshot(), f"browser-{tag}-explorer.png", tmp_path)
+
+
+# A student's first contact with an exercise: the student version of a lesson, run top to bottom,
+# stops at the exercise's check; a wrong answer gets the checker's message, a right one the "✓".
+# (lesson, exercise, a wrong answer and the words its message must contain)
+STUDENT_CASES = {
+    "00_threat_model": ("fgsm", '''def fgsm(model, x, y, eps):
+    was_training = model.training
+    model.eval()
+    x_in = x.detach().clone().requires_grad_(True)
+    grad, = torch.autograd.grad(F.cross_entropy(model(x_in), y), x_in)
+    model.train(was_training)
+    return (x + eps * grad.sign()).detach()   # forgot to clamp to [0, 1]
+''', "[0, 1]"),
+    "03_dynat_training": ("dynat_loss", '''def dynat_loss(guide, target, x, y, eps, step_size, steps, beta):
+    guide.train()
+    guide_logits = guide(x)
+    labels = guide_logits.argmax(1).detach()
+    x_adv = attacks.pgd(target, x, y, eps=eps, step_size=step_size, steps=steps,
+                        random_start=None)                  # attacks the true label y
+    target.train()
+    return F.cross_entropy(guide_logits, y) + beta * F.cross_entropy(target(x_adv), labels)
+''', "dynamic label"),
+}
+
+_CELL_OUTPUT = """(i) => {
+  const cell = window.jupyterapp.shell.currentWidget.content.widgets[i];
+  return {count: cell.model.executionCount, outputs: cell.model.outputs.toJSON()};
+}"""
+
+
+def _solution(lesson: str, exercise: str) -> str:
+    """The instructor version's answer cell for ``exercise`` (nbgrader's markers removed)."""
+    import nbformat
+
+    nb = nbformat.read(ROOT / "notebooks" / f"{lesson}.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == exercise:
+            return "\n".join(line for line in cell.source.splitlines()
+                             if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
+    raise AssertionError(f"no answer cell {exercise!r} in {lesson}")
+
+
+def _cell_index(page, grade_id: str) -> int:
+    return page.evaluate("""(gid) => window.jupyterapp.shell.currentWidget.content.widgets
+        .findIndex(c => (c.model.getMetadata('nbgrader') || {}).grade_id === gid)""", grade_id)
+
+
+def _run_cells(page, indices: list[int]) -> None:
+    """Run the cells at ``indices`` one by one, as Shift+Enter would, and wait for the kernel."""
+    for i in indices:
+        page.evaluate("""(i) => { const nb = window.jupyterapp.shell.currentWidget.content;
+            nb.activeCellIndex = i; nb.deselectAll();
+            return window.jupyterapp.commands.execute('notebook:run-cell'); }""", i)
+        _wait_idle(page, lambda: page.evaluate(_CELL_OUTPUT, i)["count"] is not None)
+
+
+def _wait_idle(page, done, timeout_s: float = RUN_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.kernelDisplayStatus")
+        if status == "idle" and done():
+            return
+        assert time.monotonic() < deadline, "the kernel did not finish in time"
+        time.sleep(0.5)
+
+
+def _error_text(page, i: int) -> str:
+    outputs = page.evaluate(_CELL_OUTPUT, i)["outputs"]
+    return " ".join(f"{o['ename']}: {o['evalue']}" for o in outputs if o["output_type"] == "error")
+
+
+def _traceback_text(page, i: int) -> str:
+    outputs = page.evaluate(_CELL_OUTPUT, i)["outputs"]
+    return "\n".join(line for o in outputs if o["output_type"] == "error" for line in o["traceback"])
+
+
+def _stream_text(page, i: int) -> str:
+    outputs = page.evaluate(_CELL_OUTPUT, i)["outputs"]
+    return "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(START_TIMEOUT_S + 2 * RUN_TIMEOUT_S)
+@pytest.mark.parametrize("lesson", sorted(STUDENT_CASES))
+def test_student_version_checks_a_wrong_then_a_right_answer(lab, chromium, tmp_path, lesson):  # noqa: F811
+    base, token, root = lab
+    exercise, wrong, said = STUDENT_CASES[lesson]
+    notebook = root / "notebooks" / "student" / f"{lesson}.ipynb"
+    notebook.parent.mkdir(parents=True, exist_ok=True)
+    _prepare(ROOT / "notebooks" / "student" / notebook.name, notebook)
+    url = f"{base}/lab/tree/notebooks/student/{notebook.name}?token={token}&reset"
+    chromium.run(_student_session, url, exercise, wrong, said, _solution(lesson, exercise),
+                 tmp_path, f"student-{lesson[:2]}")
+
+
+def _student_session(browser, url, exercise, wrong, said, right, tmp_path, tag) -> None:
+    """Runs on the browser's thread: run all, then a wrong answer, then the right one."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(120_000)
+    page.goto(url, timeout=PAGE_TIMEOUT_MS)
+    try:
+        page.wait_for_function(
+            "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+            " && window.jupyterapp.shell.currentWidget.sessionContext"
+            " && window.jupyterapp.shell.currentWidget.sessionContext.kernelDisplayStatus === 'idle'",
+            timeout=PAGE_TIMEOUT_MS)
+        answer, check = _cell_index(page, exercise), _cell_index(page, f"check_{exercise}")
+        assert 0 < answer < check, f"no answer cell and check cell for {exercise}"
+
+        # Run all: the run stops at the first exercise, with the exercise's message, not a traceback.
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        _wait_idle(page, lambda: _error_text(page, check) != "")
+        first = page.evaluate("""() => window.jupyterapp.shell.currentWidget.content.widgets
+            .findIndex(c => c.model.type === 'code' && c.model.outputs.toJSON()
+                            .some(o => o.output_type === 'error'))""")
+        assert first == check, f"the first error is in cell {first}, not in {exercise}'s check ({check})"
+        message = _error_text(page, check)
+        assert message.startswith("ExerciseError") and "not written yet" in message, message
+        assert "dynat_lite" not in _traceback_text(page, check), "the checker's frames are shown"
+
+        def answer_with(source: str, name: str) -> None:
+            page.evaluate("""([i, s]) => window.jupyterapp.shell.currentWidget.content.widgets[i]
+                .model.sharedModel.setSource(s)""", [answer, source])
+            _run_cells(page, [answer, check])
+            cell = page.locator(".jp-Notebook .jp-Cell").nth(check)
+            cell.scroll_into_view_if_needed()
+            time.sleep(0.5)
+            save_screenshot(page.screenshot(), f"browser-{tag}-{name}.png", tmp_path)
+
+        answer_with(wrong, "wrong")
+        message = _error_text(page, check)
+        assert message.startswith("ExerciseError") and said in message, message
+        assert "not written yet" not in message
+        assert "dynat_lite" not in _traceback_text(page, check), "the checker's frames are shown"
+
+        answer_with(right, "right")
+        assert _error_text(page, check) == ""
+        assert _stream_text(page, check).startswith(f"✓ {exercise}:"), _stream_text(page, check)
+    except Exception:
+        try:
+            save_screenshot(page.screenshot(), f"browser-{tag}-failure.png", tmp_path)
+        except Exception as shot_error:
+            print(f"no failure screenshot: {shot_error}".splitlines()[0])
+        raise
+    finally:
+        page.close()

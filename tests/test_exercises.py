@@ -652,6 +652,41 @@ def test_a_crash_in_the_students_function_is_reported_with_its_own_traceback():
     assert frames[-1].name == "broken"
 
 
+def test_jupyter_shows_the_message_without_the_checkers_frames():
+    with pytest.raises(ExerciseError) as info:
+        check("fgsm", lambda model, x, y, eps: x + eps)     # no gradient at all
+    lines = info.value._render_traceback_()
+    assert lines[-1].endswith(str(info.value)) and "ExerciseError" in lines[-1]
+    assert not any(exercises.__file__ in line for line in lines), lines
+
+
+def test_jupyter_shows_the_students_frames_when_their_function_crashed():
+    def broken(logits, y):
+        return logits[:, 99]  # IndexError in the student's code
+
+    with pytest.raises(ExerciseError) as info:
+        check("cw_margin", broken)
+    text = "\n".join(info.value._render_traceback_())
+    assert "in broken" in text and "logits[:, 99]" in text and "IndexError" in text
+    assert exercises.__file__ not in text
+    assert text.splitlines()[-1].endswith(str(info.value))
+
+
+def test_ipython_uses_the_short_rendering():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    with pytest.raises(ExerciseError) as info:
+        check("label_agreement", lambda labels, y: 2.0)
+    error = {}
+    shell._showtraceback = lambda etype, evalue, stb: error.update(stb=stb)
+    try:
+        raise info.value
+    except ExerciseError:
+        shell.showtraceback()
+    assert error["stb"] == info.value._render_traceback_()
+
+
 def test_check_rejects_an_unknown_name_or_a_non_function():
     with pytest.raises(ValueError, match="fgsm"):
         check("fgms", fgsm)

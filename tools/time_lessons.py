@@ -10,10 +10,20 @@ by a later one, as it is for a student working through them. Executed copies and
 results.json go to ``--out`` (default ``runs/timing-PROFILE``; a folder an earlier timing wrote is
 emptied first, so nothing trained before is reused; any other folder must be empty or new).
 
-It prints a line per lesson as it finishes (seconds and the headline numbers it wrote), then a
-table to paste into the README: the seconds per lesson and their total, the date, the machine
+It prints a line per lesson as it finishes (seconds and the headline numbers it wrote) and the
+seconds of each of its sections (the cells under each ``## `` heading, from papermill's per-cell
+durations; the set-up before the first heading counts as "set-up"), then a table to paste into
+the README: the seconds per lesson and their total, the date, the machine
 (CPU, cores, GPU), its load average while the lessons ran (other work on the machine slows them)
-and the command. Timings belong here, never in tests.
+and the command. Timings belong here, never in tests. The measurements are also saved, as
+``times.json`` in ``--out``, for ``--write``:
+
+    python tools/time_lessons.py --write runs/timing-smoke runs/timing-cpu
+
+writes the measured times into the lessons themselves: in each parameters cell, the line that
+describes a profile (``# cpu:   ...``) ends with this lesson's time on it, and, from a ``cpu``
+timing (the lab profile), every ``## `` heading ends with its section's time (``⏱ 2 min``). Run
+``make student`` afterwards: the student versions carry the same times.
 """
 from __future__ import annotations
 
@@ -22,10 +32,13 @@ import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import time
 from pathlib import Path
+
+import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -64,6 +77,94 @@ def run(nb: Path, out: Path, profile: str, dataset: str | None, timeout: int) ->
     return time.perf_counter() - t0
 
 
+def section_seconds(nb) -> dict[str, float]:
+    """Seconds spent in each ``## `` section of an executed notebook (papermill's cell durations).
+
+    Cells before the first such heading are the "set-up"; a section's time is the sum of its
+    cells' durations, so time spent between cells (starting the kernel) is not in any section.
+    """
+    seconds: dict[str, float] = {"set-up": 0.0}
+    current = "set-up"
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("## "):
+                    current = TIMED_HEADING.match(line).group(1)[3:].strip()  # without a ⏱ time
+                    seconds.setdefault(current, 0.0)
+        seconds[current] += float(cell.metadata.get("papermill", {}).get("duration") or 0.0)
+    return seconds
+
+
+def human(seconds: float) -> str:
+    """A duration as a student reads it: "40 s" under a minute, else minutes to the half."""
+    if seconds < 60:
+        return f"{max(1, round(seconds))} s"
+    return f"{round(seconds / 30) / 2:g} min"
+
+
+PROFILE_LINE = re.compile(r"^(# (\w+):\s.*?)(\s+— this lesson: .*)?$")
+TIMED_HEADING = re.compile(r"^(## .*?)(\s+⏱ .*)?$")
+LAB_PROFILE = "cpu"  # the profile whose section times the headings show
+
+
+def annotate(nb, profile: str, seconds: float, sections: dict[str, float] | None = None,
+             where: str = "here") -> int:
+    """Write measured times into lesson ``nb`` (in place); returns how many lines changed.
+
+    * The parameters cell's comment line for ``profile`` (``# cpu:   ...``) ends with
+      ``— this lesson: 2.5 min on a 2-core CPU`` (``where``; a time written before is replaced).
+    * With ``sections`` (a ``section_seconds`` of the same lesson), every ``## `` heading whose
+      section was measured ends with ``⏱`` and the section's time; a section of under a second
+      (reading only) gets none.
+    """
+    changed = 0
+
+    def edit(cell, fn) -> None:
+        nonlocal changed
+        lines = cell.source.split("\n")
+        new = [fn(line) for line in lines]
+        changed += sum(a != b for a, b in zip(lines, new))
+        cell.source = "\n".join(new)
+
+    def profile_line(line: str) -> str:
+        found = PROFILE_LINE.match(line)
+        if not found or found.group(2) != profile:
+            return line
+        return f"{found.group(1)} — this lesson: {human(seconds)} {where}"
+
+    def heading(line: str) -> str:
+        found = TIMED_HEADING.match(line)
+        if not found:
+            return line
+        title = found.group(1)
+        s = sections.get(title[3:].strip())
+        if s is None:
+            return line
+        return f"{title} ⏱ {human(s)}" if s >= 1 else title
+
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            edit(cell, profile_line)
+        elif cell.cell_type == "markdown" and sections is not None:
+            edit(cell, heading)
+    return changed
+
+
+def write_times(folders: list[Path]) -> int:
+    """Write the times saved in each timing folder (``times.json``) into the lessons."""
+    for folder in folders:
+        saved = json.loads((folder / "times.json").read_text())
+        for stem, seconds in saved["seconds"].items():
+            path = NOTEBOOKS / f"{stem}.ipynb"
+            nb = nbformat.read(path, as_version=4)
+            sections = saved["sections"][stem] if saved["profile"] == LAB_PROFILE else None
+            changed = annotate(nb, saved["profile"], seconds, sections, saved.get("where", "here"))
+            if changed:
+                nbformat.write(nb, path)
+            print(f"{path.name}: {changed} line(s) updated from {folder.name} ({saved['profile']})")
+    return 0
+
+
 def headline(results: dict) -> dict:
     """The scalar results of a lesson's results.json, and its final table if it has one."""
     keep = {k: v for k, v in results.items() if isinstance(v, (int, float, str))}
@@ -94,6 +195,19 @@ def machine() -> str:
     except ImportError:
         pass
     return text
+
+
+def short_machine() -> str:
+    """Where the lessons ran, in a few words: "on a 2-core CPU", or "on an NVIDIA H100 ..."."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"on an {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"on a {cores}-core CPU"
 
 
 def load_average() -> float | None:
@@ -136,25 +250,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default=None, help="the profile's dataset if not given")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    parser.add_argument("--write", type=Path, nargs="+", metavar="TIMING_FOLDER",
+                        help="write the times saved in these folders into the lessons; run nothing")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.write:
+        return write_times(args.write)
     command = " ".join(["python tools/time_lessons.py", *(sys.argv[1:] if argv is None else argv)])
     if args.dataset and Path(args.dataset).suffix == ".npz":
         args.dataset = str(Path(args.dataset).resolve())
     out = fresh_folder((args.out or ROOT / "runs" / f"timing-{args.profile}").resolve())
 
-    seconds, loads = {}, [load_average()]
+    seconds, sections, loads = {}, {}, [load_average()]
     for nb in lessons(args.lessons):
         seconds[nb.stem] = run(nb, out, args.profile, args.dataset, args.timeout)
         loads.append(load_average())
         results = out / nb.stem / "results.json"
         summary = headline(json.loads(results.read_text())) if results.exists() else {}
         print(f"{nb.stem}: {seconds[nb.stem]:.0f} s  {json.dumps(summary)}", flush=True)
+        sections[nb.stem] = section_seconds(nbformat.read(out / nb.name, as_version=4))
+        for section, s in sections[nb.stem].items():
+            print(f"    {s:6.0f} s  {section}", flush=True)
     print(f"total: {sum(seconds.values()):.0f} s for {len(seconds)} lessons "
           f"(profile {args.profile}, dataset {args.dataset or 'the profile default'})\n")
     where = machine()
     if None not in loads:
         where += f", load average {min(loads):.1f}-{max(loads):.1f} while they ran"
-    print(table(seconds, command, datetime.date.today().isoformat(), where))
+    when = datetime.date.today().isoformat()
+    print(table(seconds, command, when, where))
+    (out / "times.json").write_text(json.dumps(
+        {"profile": args.profile, "dataset": args.dataset, "command": command, "date": when,
+         "machine": where, "where": short_machine(), "seconds": seconds, "sections": sections}, indent=1, ensure_ascii=False))
     return 0
 
 
