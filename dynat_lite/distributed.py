@@ -58,8 +58,15 @@ def context() -> Context | None:
 
 
 def close() -> None:
-    """Leave the process group (at the end of a torchrun command)."""
+    """Leave the process group (at the end of a torchrun command).
+
+    Every process waits at a barrier first, so that none tears down its connections while
+    another is still in a collective. (Once, a two-process gloo run of the tests ended with one
+    process aborting, "terminate called without an active exception"; a peer leaving early is
+    one way that happens, and the barrier rules it out.)
+    """
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -380,7 +380,7 @@ def test_no_message_advises_turning_a_safety_check_off(tmp_path, capsys):
 # 12 -------------------------------------------------------------------------------------------
 def test_ctrl_c_prints_one_line_with_the_command_that_resumes(tmp_path):
     out = tmp_path / "run"
-    argv = ["train", *_with_epochs(20), "--out", str(out)]
+    argv = ["train", *_with_epochs(2000), "--out", str(out)]  # far more than it can finish first
     proc = subprocess.Popen([sys.executable, "-m", "dynat_lite", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
