@@ -8,7 +8,7 @@ than a lesson can afford.
 
 Each model is one ``.safetensors`` file (tensors only: loading runs no code) listed in
 ``manifest.json`` beside it, with its sha256, the training config and the accuracies measured
-after training. Both live in the folder ``pretrained_weights/`` inside the package, so they are
+after training. Both live in the folder ``weights/pretrained/`` inside the package, so they are
 found whether the kit is installed from a checkout (``pip install -e .``) or from git.
 
 A manifest entry may also give a ``url``: a file that is not shipped is then downloaded once
@@ -33,7 +33,7 @@ import torch.nn as nn
 from . import fast, models
 
 #: The folder of shipped weights and their manifest (inside the package).
-FOLDER = Path(__file__).resolve().with_name("pretrained_weights")
+FOLDER = Path(__file__).resolve().parent / "weights" / "pretrained"
 MANIFEST = "manifest.json"
 #: The environment variable naming the download cache, and the cache used when it is unset.
 CACHE_ENV = "DYNAT_LITE_CACHE"

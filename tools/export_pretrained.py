@@ -4,7 +4,7 @@
 
 reads ``RUN/checkpoint.pt`` (written by ``dynat_lite.train.fit``) and ``RUN/final.json`` (the
 final evaluation a study writes: ``{"n": ..., "eps": ..., "accuracy": {"clean": ..., ...}}``),
-and writes, into ``dynat_lite/pretrained_weights/`` (``--out`` to choose another folder):
+and writes, into ``dynat_lite/weights/pretrained/`` (``--out`` to choose another folder):
 
 * ``NAME.safetensors``: the target network's state dict (parameters and buffers), floating
   tensors as float32, every tensor contiguous -- about 1.3 MB for the small CNN;
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True, help="the model's name in the manifest")
     parser.add_argument("--final", help="the final evaluation JSON (default: RUN/final.json)")
     parser.add_argument("--out", help="the folder of weights and manifest "
-                                      "(default: dynat_lite/pretrained_weights)")
+                                      "(default: dynat_lite/weights/pretrained)")
     parser.add_argument("--url", help="an address the file can also be downloaded from")
     parser.add_argument("--description", help="one sentence about the model")
     parser.add_argument("--dataset", help="the dataset's name in the metrics "
