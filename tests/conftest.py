@@ -8,6 +8,8 @@ import torch.nn as nn
 # Autouse: kernels and other processes a failing test left running are stopped; lessons get a
 # longer pytest-timeout limit.
 from process_support import pytest_collection_modifyitems, stray_kernels, stray_processes  # noqa: F401
+# A failure's report is built with the garbage collector paused (tests/report_support.py).
+from report_support import pytest_runtest_makereport  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
