@@ -63,7 +63,7 @@ student: $(VENV)/.lab
 run: $(VENV)/.lab
 	mkdir -p runs
 	for nb in $(NOTEBOOKS); do \
-	  $(VENV)/bin/papermill --cwd notebooks -k python3 "$$nb" "runs/$$(basename $$nb)" \
+	  $(VENV)/bin/papermill --engine dynat --cwd notebooks -k python3 "$$nb" "runs/$$(basename $$nb)" \
 	    -p PROFILE $(PROFILE) $(if $(DATASET),-p DATASET $(DATASET)) || exit 1; \
 	done
 

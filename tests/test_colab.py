@@ -216,7 +216,7 @@ def test_lesson_runs_on_colabs_versions(name, colab_kernel, colab_models, tmp_pa
         str(source), str(output), cwd=str(source.parent), kernel_name="colab",
         parameters=dict(PROFILE="smoke", DATASET="synthetic", DEVICE="cpu", SEED=0,
                         OUT_DIR=str(tmp_path / name), MODELS_DIR=str(colab_models)),
-        execution_timeout=1800, progress_bar=False)
+        execution_timeout=1800, engine_name="dynat", progress_bar=False)
     nb = nbformat.read(output, as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     text = "".join(o.get("text", "") for o in outputs)

@@ -51,7 +51,7 @@ def _run(tmp_path, name):
     output = tmp_path / f"{name}.ipynb"
     papermill.execute_notebook(
         str(NOTEBOOK), str(output), cwd=str(NOTEBOOK.parent), kernel_name="python3",
-        progress_bar=False, execution_timeout=900,
+        engine_name="dynat", progress_bar=False, execution_timeout=900,
         parameters=dict(PROFILE="paper", DEVICE="cpu", SEED=0, OUT_DIR=str(tmp_path / name),
                         CKPT_DIR=str(tmp_path / "checkpoints"), N_EVAL=32, EPOCHS=1,
                         N_TRAIN=256))

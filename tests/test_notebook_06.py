@@ -46,7 +46,7 @@ def test_lesson_06_runs_and_tells_its_story(tmp_path, monkeypatch):
     out_dir = tmp_path / "lesson-06"
     papermill.execute_notebook(
         str(NOTEBOOK), str(tmp_path / "06.ipynb"), cwd=str(NOTEBOOK.parent),
-        kernel_name="python3", progress_bar=False, execution_timeout=1800,
+        kernel_name="python3", engine_name="dynat", progress_bar=False, execution_timeout=1800,
         parameters=dict(PROFILE="smoke", DATASET="synthetic", DEVICE="cpu", SEED=0,
                         OUT_DIR=str(out_dir), MODELS_DIR=str(tmp_path / "models")))
     r = json.loads((out_dir / "results.json").read_text())

@@ -66,7 +66,7 @@ def test_lesson_07_runs_under_papermill(tmp_path, monkeypatch):
     monkeypatch.setenv("DYNAT_HEADLESS", "1")
     out = tmp_path / "07.ipynb"
     papermill.execute_notebook(str(LESSON), str(out), cwd=str(LESSON.parent),
-                               kernel_name="python3", progress_bar=False,
+                               kernel_name="python3", engine_name="dynat", progress_bar=False,
                                parameters={"PROFILE": "smoke", "DEVICE": "cpu",
                                            "OUT_DIR": str(tmp_path / "rerun")})
     nb = nbformat.read(out, as_version=4)

@@ -80,7 +80,7 @@ def run_lesson(name: str, tmp_path: Path, models_dir: Path, monkeypatch, **param
         str(NOTEBOOKS / f"{name}.ipynb"), str(output), cwd=str(NOTEBOOKS), kernel_name="python3",
         parameters=dict(PROFILE="smoke", DATASET="synthetic", DEVICE="cpu", SEED=0,
                         OUT_DIR=str(out_dir), MODELS_DIR=str(models_dir), **params),
-        execution_timeout=CELL_TIMEOUT, progress_bar=False)
+        execution_timeout=CELL_TIMEOUT, engine_name="dynat", progress_bar=False)
     result = json.loads((out_dir / "results.json").read_text())
     result["_output"] = nbformat.read(output, as_version=4)
     return result

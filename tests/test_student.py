@@ -175,7 +175,7 @@ def test_a_student_run_stops_at_the_first_exercise_with_its_message(tmp_path):
             str(student), str(output), cwd=str(STUDENT), kernel_name="python3",
             parameters=dict(PROFILE="smoke", DEVICE="cpu", SEED=0, OUT_DIR=str(tmp_path / "out"),
                             MODELS_DIR=str(tmp_path / "models")),
-            execution_timeout=1500, progress_bar=False)
+            execution_timeout=1500, engine_name="dynat", progress_bar=False)
     error = info.value
     nb = nbformat.read(output, as_version=4)
     first = next(c for c in nb.cells if nbgrader(c).get("solution"))

@@ -65,7 +65,7 @@ def execute(source: Path, dest: Path, parameters: dict, kernel: str, timeout: in
     dest.parent.mkdir(parents=True, exist_ok=True)
     papermill.execute_notebook(
         str(source), str(dest), parameters=parameters, cwd=str(source.parent),
-        kernel_name=kernel, execution_timeout=timeout, progress_bar=False,
+        kernel_name=kernel, execution_timeout=timeout, engine_name="dynat", progress_bar=False,
     )
 
 

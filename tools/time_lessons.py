@@ -73,7 +73,7 @@ def run(nb: Path, out: Path, profile: str, dataset: str | None, timeout: int) ->
     with hide_kernel_noise():
         papermill.execute_notebook(str(nb), str(out / nb.name), parameters=params, cwd=str(NOTEBOOKS),
                                    kernel_name="python3", execution_timeout=timeout,
-                                   progress_bar=False)
+                                   engine_name="dynat", progress_bar=False)
     return time.perf_counter() - t0
 
 

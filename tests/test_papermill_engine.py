@@ -1,0 +1,139 @@
+"""The ``dynat`` papermill engine: its client finds a reply that came while its event loop slept.
+
+A lost wake-up is simulated with a real ZeroMQ socket whose ``poll`` misses the first event: it
+waits out its whole timeout (for ever, when it has none) and reports nothing, although the message
+is already in the socket.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from queue import Empty
+
+import pytest
+import zmq
+import zmq.asyncio
+from jupyter_client.channels import AsyncZMQSocketChannel
+from jupyter_client.session import Session
+
+from dynat_lite import papermill_engine
+from dynat_lite.papermill_engine import PollingChannel
+
+FIXTURE = Path(__file__).parent / "fixtures" / "explorer.ipynb"
+
+
+class MissesItsFirstWakeup(zmq.asyncio.Socket):
+    """A socket whose first ``poll`` sees nothing until its timeout runs out."""
+
+    missed = 0
+    timeouts: list
+
+    async def poll(self, timeout=None, flags=zmq.POLLIN):
+        self.timeouts.append(timeout)
+        if self.missed == 0:
+            self.missed = 1
+            if timeout is None:
+                await asyncio.Event().wait()  # nothing ever wakes it
+            await asyncio.sleep(timeout / 1000)
+            return 0
+        return await super().poll(timeout, flags)
+
+
+async def _channel(kind, send: bool):
+    """A channel of class ``kind`` on a socket pair; with ``send``, a message already waits in it."""
+    ctx = zmq.asyncio.Context()
+    receiver = ctx.socket(zmq.PAIR, socket_class=MissesItsFirstWakeup)
+    receiver.timeouts = []
+    port = receiver.bind_to_random_port("tcp://127.0.0.1")
+    sender = ctx.socket(zmq.PAIR)
+    sender.connect(f"tcp://127.0.0.1:{port}")
+    session = Session()
+    if send:
+        session.send(sender, "execute_reply", {"status": "ok"})
+        await asyncio.sleep(0.2)  # delivered: in the receiver's queue
+    return kind(receiver, session), receiver, (ctx, sender)
+
+
+def _close(receiver, others):
+    ctx, sender = others
+    receiver.close(linger=0)
+    sender.close(linger=0)
+    ctx.term()
+
+
+def test_the_plain_channel_waits_for_ever_on_a_missed_wakeup():
+    async def main():
+        channel, receiver, others = await _channel(AsyncZMQSocketChannel, send=True)
+        try:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(channel.get_msg(timeout=None), 2)
+        finally:
+            _close(receiver, others)
+    asyncio.run(main())
+
+
+def test_the_polling_channel_finds_the_waiting_reply(monkeypatch):
+    monkeypatch.setattr(papermill_engine, "POLL_S", 0.2)
+
+    async def main():
+        channel, receiver, others = await _channel(PollingChannel, send=True)
+        try:
+            t0 = time.monotonic()
+            msg = await asyncio.wait_for(channel.get_msg(timeout=None), 10)
+            return msg, time.monotonic() - t0, receiver.timeouts
+        finally:
+            _close(receiver, others)
+    msg, waited, timeouts = asyncio.run(main())
+    assert msg["msg_type"] == "execute_reply" and msg["content"] == {"status": "ok"}
+    assert waited < 2, f"found after {waited:.1f} s: one slice of 0.2 s was missed"
+    assert timeouts[0] == 200 and all(t is not None and t <= 200 for t in timeouts)
+
+
+def test_the_polling_channel_still_times_out_when_nothing_comes(monkeypatch):
+    monkeypatch.setattr(papermill_engine, "POLL_S", 0.2)
+
+    async def main():
+        channel, receiver, others = await _channel(PollingChannel, send=False)
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(Empty):
+                await channel.get_msg(timeout=0.7)
+            return time.monotonic() - t0, receiver.timeouts
+        finally:
+            _close(receiver, others)
+    waited, timeouts = asyncio.run(main())
+    assert 0.7 <= waited < 2
+    assert len(timeouts) >= 4 and all(t <= 200 for t in timeouts)  # 0.7 s in slices of 0.2 s
+
+
+def test_papermill_knows_the_engine_by_its_name():
+    from papermill.engines import papermill_engines
+
+    assert papermill_engines.get_engine("dynat") is papermill_engine.Engine
+
+
+@pytest.mark.slow
+def test_a_notebook_with_an_output_widget_runs_on_the_engine(tmp_path, monkeypatch):
+    papermill = pytest.importorskip("papermill")
+    import nbformat
+
+    used = []
+    get_msg = PollingChannel.get_msg
+
+    async def counted(self, timeout=None):
+        used.append(timeout)
+        return await get_msg(self, timeout)
+
+    monkeypatch.setattr(PollingChannel, "get_msg", counted)
+    monkeypatch.setenv("DYNAT_HEADLESS", "1")
+    out = tmp_path / "explorer.ipynb"
+    papermill.execute_notebook(str(FIXTURE), str(out), parameters={"PROFILE": "smoke"},
+                               cwd=str(FIXTURE.parent), kernel_name="python3", engine_name="dynat",
+                               execution_timeout=300, progress_bar=False)
+    nb = nbformat.read(out, as_version=4)
+    assert all(c.execution_count for c in nb.cells if c.cell_type == "code")
+    assert "application/vnd.jupyter.widget-state+json" in nb.metadata.get("widgets", {})
+    assert used, "the kernel client did not use the polling channels"
+    assert os.environ["DYNAT_HEADLESS"] == "1"
