@@ -174,6 +174,11 @@ def headline(results: dict) -> dict:
     return keep
 
 
+def cpu_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def machine() -> str:
     """The CPU model and cores this runs on, and the GPU if torch sees one."""
     cpu = platform.processor() or platform.machine()
@@ -184,7 +189,7 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cpu_cores()
     text = f"{cpu}, {cores} cores"
     try:
         import torch
@@ -206,7 +211,7 @@ def short_machine() -> str:
             return f"on an {torch.cuda.get_device_name(0)}"
     except ImportError:
         pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cpu_cores()
     return f"on a {cores}-core CPU"
 
 
