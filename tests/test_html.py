@@ -31,7 +31,8 @@ def _export(source: Path, out: Path) -> tuple[Path, nbformat.NotebookNode]:
     saved = os.environ.get("DYNAT_HEADLESS")
     os.environ["DYNAT_HEADLESS"] = "1"  # explorers also draw their default view
     try:
-        assert export_html.main([str(source), "--out", str(out), "--no-check"]) == 0
+        # A cell that runs past 600 s fails here, inside pytest-timeout's 900 s per test.
+        assert export_html.main([str(source), "--out", str(out), "--no-check", "--timeout", "600"]) == 0
     finally:
         if saved is None:
             os.environ.pop("DYNAT_HEADLESS")
