@@ -63,7 +63,7 @@ def close() -> None:
     Every process waits at a barrier first, so that none tears down its connections while
     another is still in a collective. (Once, a two-process gloo run of the tests ended with one
     process aborting, "terminate called without an active exception"; a peer leaving early is
-    one way that happens, and the barrier rules it out.)
+    one way that happens, and the barrier guards against it.)
     """
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

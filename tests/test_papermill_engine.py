@@ -7,7 +7,7 @@ is already in the socket.
 from __future__ import annotations
 
 import asyncio
-import os
+import contextlib
 import time
 from pathlib import Path
 from queue import Empty
@@ -41,51 +41,53 @@ class MissesItsFirstWakeup(zmq.asyncio.Socket):
         return await super().poll(timeout, flags)
 
 
+@contextlib.asynccontextmanager
 async def _channel(kind, send: bool):
-    """A channel of class ``kind`` on a socket pair; with ``send``, a message already waits in it."""
+    """A channel of class ``kind`` on a socket pair, and its socket; with ``send``, a message
+    already waits in it."""
     ctx = zmq.asyncio.Context()
     receiver = ctx.socket(zmq.PAIR, socket_class=MissesItsFirstWakeup)
     receiver.timeouts = []
     port = receiver.bind_to_random_port("tcp://127.0.0.1")
     sender = ctx.socket(zmq.PAIR)
     sender.connect(f"tcp://127.0.0.1:{port}")
-    session = Session()
-    if send:
-        session.send(sender, "execute_reply", {"status": "ok"})
-        await asyncio.sleep(0.2)  # delivered: in the receiver's queue
-    return kind(receiver, session), receiver, (ctx, sender)
+    try:
+        session = Session()
+        if send:
+            session.send(sender, "execute_reply", {"status": "ok"})
+            await asyncio.sleep(0.2)  # delivered: in the receiver's queue
+        yield kind(receiver, session), receiver
+    finally:
+        receiver.close(linger=0)
+        sender.close(linger=0)
+        ctx.term()
 
 
-def _close(receiver, others):
-    ctx, sender = others
-    receiver.close(linger=0)
-    sender.close(linger=0)
-    ctx.term()
+def _polling_get_msg(send: bool, timeout: float | None):
+    """``PollingChannel.get_msg(timeout)`` on a socket that misses its first wake-up:
+    (the message, or the ``Empty`` raised; seconds waited; the timeouts of its polls)."""
+    async def main():
+        async with _channel(PollingChannel, send=send) as (channel, receiver):
+            t0 = time.monotonic()
+            try:
+                got = await asyncio.wait_for(channel.get_msg(timeout=timeout), 10)
+            except Empty as empty:
+                got = empty
+            return got, time.monotonic() - t0, receiver.timeouts
+    return asyncio.run(main())
 
 
 def test_the_plain_channel_waits_for_ever_on_a_missed_wakeup():
     async def main():
-        channel, receiver, others = await _channel(AsyncZMQSocketChannel, send=True)
-        try:
+        async with _channel(AsyncZMQSocketChannel, send=True) as (channel, _):
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(channel.get_msg(timeout=None), 2)
-        finally:
-            _close(receiver, others)
     asyncio.run(main())
 
 
 def test_the_polling_channel_finds_the_waiting_reply(monkeypatch):
     monkeypatch.setattr(papermill_engine, "POLL_S", 0.2)
-
-    async def main():
-        channel, receiver, others = await _channel(PollingChannel, send=True)
-        try:
-            t0 = time.monotonic()
-            msg = await asyncio.wait_for(channel.get_msg(timeout=None), 10)
-            return msg, time.monotonic() - t0, receiver.timeouts
-        finally:
-            _close(receiver, others)
-    msg, waited, timeouts = asyncio.run(main())
+    msg, waited, timeouts = _polling_get_msg(send=True, timeout=None)
     assert msg["msg_type"] == "execute_reply" and msg["content"] == {"status": "ok"}
     assert waited < 2, f"found after {waited:.1f} s: one slice of 0.2 s was missed"
     assert timeouts[0] == 200 and all(t is not None and t <= 200 for t in timeouts)
@@ -93,17 +95,8 @@ def test_the_polling_channel_finds_the_waiting_reply(monkeypatch):
 
 def test_the_polling_channel_still_times_out_when_nothing_comes(monkeypatch):
     monkeypatch.setattr(papermill_engine, "POLL_S", 0.2)
-
-    async def main():
-        channel, receiver, others = await _channel(PollingChannel, send=False)
-        try:
-            t0 = time.monotonic()
-            with pytest.raises(Empty):
-                await channel.get_msg(timeout=0.7)
-            return time.monotonic() - t0, receiver.timeouts
-        finally:
-            _close(receiver, others)
-    waited, timeouts = asyncio.run(main())
+    got, waited, timeouts = _polling_get_msg(send=False, timeout=0.7)
+    assert isinstance(got, Empty)
     assert 0.7 <= waited < 2
     assert len(timeouts) >= 4 and all(t <= 200 for t in timeouts)  # 0.7 s in slices of 0.2 s
 
@@ -136,4 +129,3 @@ def test_a_notebook_with_an_output_widget_runs_on_the_engine(tmp_path, monkeypat
     assert all(c.execution_count for c in nb.cells if c.cell_type == "code")
     assert "application/vnd.jupyter.widget-state+json" in nb.metadata.get("widgets", {})
     assert used, "the kernel client did not use the polling channels"
-    assert os.environ["DYNAT_HEADLESS"] == "1"

@@ -211,8 +211,7 @@ def short_machine() -> str:
             return f"on an {torch.cuda.get_device_name(0)}"
     except ImportError:
         pass
-    cores = cpu_cores()
-    return f"on a {cores}-core CPU"
+    return f"on a {cpu_cores()}-core CPU"
 
 
 def load_average() -> float | None:
