@@ -429,6 +429,11 @@ def register(method: Method) -> Method:
 register(Method("standard", standard_loss, uses_guide=False, attack=False,
                 description="clean training, no attack"))
 register(Method("pgd_at", pgd_at_loss, uses_guide=False, description="PGD-AT (Madry et al.)"))
+# PGD-AT with DYNAT's attack start (x + 0.001 N(0, I)) instead of Madry's uniform one: the
+# like-with-like baseline for DYNAT (with 2-3 step training attacks the start alone moves accuracy).
+register(Method("pgd_at_gauss", pgd_at_loss, uses_guide=False,
+                defaults={"random_start": "gaussian"},
+                description="PGD-AT, DYNAT's start (x + 0.001 N(0, I))"))
 register(Method("trades", trades_loss, uses_guide=False, description="TRADES, beta = 6"))
 register(Method("mart", mart_loss, uses_guide=False, description="MART, beta = 6"))
 register(Method("gairat", gairat_loss, uses_guide=False, scheduled=True,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import data as data_lib
-from . import train
+from . import diagnostics, train
 from .evaluate import ATTACK_TITLES, robustness_report
 
 HISTORY, FINAL, SUMMARY = "history.json", "final.json", "summary"
@@ -110,6 +110,60 @@ register(Study(
         + _seeds("trades", "trades", (seed,))
         + _seeds("lbgat", "lbgat", (seed,))
         + _seeds("standard", "standard", (seed,)))),
+))
+
+# The paper's first epochs on a CPU: all 50,000 training images, batch 128, the authors' lr (0.02
+# in the first epoch, then 0.1; no drop this early), the small CNN as target and guide. The
+# training attack a CPU affords here is PGD-2 (steps of 4/255), not the paper's PGD-10.
+_FIRST_EPOCHS = dict(dataset="cifar10", model="small-cnn", guide_model="small-cnn", n_train=None,
+                     n_test=None, batch_size=128, epochs=2, schedule="piecewise", lr=0.1,
+                     first_epoch_lr=0.02, milestones=(), eps=8 / 255, steps=2,
+                     step_size=4 / 255, eval_steps=10, n_eval=500, diagnose_every=5)
+
+# DYNAT against its like-with-like baselines: static labels (y) in the same two-network loop, and
+# PGD-AT with DYNAT's Gaussian start and with Madry's uniform one.
+_LIKE_WITH_LIKE = (("dynat", "dynat", {}), ("dynat_static", "dynat_static", {}),
+                   ("pgd_at_gauss", "pgd_at_gauss", {}), ("pgd_at", "pgd_at", {}))
+
+register(Study(
+    name="steps",
+    question="Under the authors' own recipe and data size (all 50,000 training images, batch "
+             "128, lr 0.02 then 0.1), does DYNAT's target collapse in the weak-label phase, and "
+             "if so, when does it escape? Per-step diagnostics against static labels and PGD-AT "
+             "with both starts.",
+    budget="8 runs of 50,000 images x 2 epochs (782 steps), PGD-2 in training, PGD-10 on 500 "
+           "test images after each epoch, PGD-20 on 1,000 at the end; about 15-25 min a run on "
+           "one CPU core",
+    profile="cpu",
+    base=_FIRST_EPOCHS,
+    runs=tuple(run for seed in (0, 1) for name, method, extra in _LIKE_WITH_LIKE
+               for run in _seeds(name, method, (seed,), **extra)),
+))
+
+# The paper's premise, a guide that grows strong, made to hold from the first step by one of two
+# departures from the paper (named as such in every result): a guide pre-trained alone, or y for
+# the first steps.
+GUIDE_INIT_EPOCHS = 20
+LABEL_WARMUP_STEPS = 40
+
+register(Study(
+    name="strong-guide",
+    question="Where the guide is strong from the start, does DYNAT reach higher clean accuracy "
+             "than static labels and PGD-AT (both starts) at comparable robustness?",
+    budget=f"12 runs of 5,000 images x 3 epochs (118 steps), PGD-2 in training; the pre-trained "
+           f"guide: {GUIDE_INIT_EPOCHS} epochs of clean training first; PGD-20 on 1,000 test "
+           f"images; about 5-10 min a run on one CPU core",
+    profile="cpu",
+    base=dict(dataset="cifar10", model="small-cnn", guide_model="small-cnn", n_train=5000,
+              n_test=None, batch_size=128, epochs=3, schedule="onecycle", lr=0.1, eps=8 / 255,
+              steps=2, step_size=4 / 255, eval_steps=10, n_eval=500, diagnose_every=2),
+    runs=tuple(run for seed in (0, 1) for run in (
+        _seeds("dynat_guide_init", "dynat", (seed,), guide_init_epochs=GUIDE_INIT_EPOCHS)
+        + _seeds("dynat_label_warmup", "dynat", (seed,), label_warmup_steps=LABEL_WARMUP_STEPS)
+        + _seeds("dynat", "dynat", (seed,))
+        + _seeds("dynat_static", "dynat_static", (seed,))
+        + _seeds("pgd_at_gauss", "pgd_at_gauss", (seed,))
+        + _seeds("pgd_at", "pgd_at", (seed,)))),
 ))
 
 register(Study(
@@ -259,6 +313,9 @@ def run_row(history: list[dict], final: dict, n_eval: int) -> dict:
         row.update(last_train_pgd=history[-1]["train_pgd"],
                    train_pgd_at_best=history[best]["train_pgd"])
     row["train_seconds"] = sum(h.get("train_seconds", 0.0) for h in history)
+    row["collapsed"] = bool(history[-1].get("collapsed", False))
+    row["collapsed_epochs"] = " ".join(map(str, diagnostics.collapsed_epochs(history)))
+    row["label_agreement"] = history[-1].get("label_agreement")
     return row
 
 

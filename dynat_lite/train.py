@@ -44,7 +44,7 @@ import torch
 import torch.nn as nn
 
 from . import data as data_lib
-from . import distributed, fast, methods, models
+from . import diagnostics, distributed, fast, methods, models
 from . import evaluate as evaluate_lib
 from .attacks import PGD, check_budget
 from .evaluate import evaluate
@@ -93,6 +93,12 @@ class Config:
     # the gradients are unchanged, only the target's BatchNorm running statistics also see clean
     # images.
     target_clean_forward: bool = False
+    # Two departures from the paper, off by default, for methods with a guide (name them wherever
+    # a result uses them): the guide trained alone on clean images for this many epochs before
+    # the joint run (a strong guide from the first step), and y instead of the guide's labels
+    # for the first label_warmup_steps optimizer steps (no weak-label phase).
+    guide_init_epochs: int = 0
+    label_warmup_steps: int = 0
     augment: bool = True
     eval_steps: int = 10              # PGD steps for the per-epoch robust accuracy
     n_eval: int = 256                 # test images evaluated after each epoch
@@ -108,6 +114,7 @@ class Config:
     channels_last: bool = True        # channels_last memory format (CUDA and CPU)
     compile: bool = False             # torch.compile both networks (CUDA; minutes of warm-up)
     cuda_graphs: bool = True          # the fast step's attack as a CUDA graph (one process)
+    diagnose_every: int = 10          # per-step diagnostics every N steps (diagnostics.py); 0: off
     data_root: str = "data"
 
     def to_dict(self) -> dict:
@@ -208,7 +215,8 @@ def validate(cfg: Config) -> None:
     for what in ("epochs", "batch_size", "n_eval", "eval_steps", "keep_last"):
         if not isinstance(getattr(cfg, what), int) or getattr(cfg, what) < 1:
             raise ValueError(f"{what} must be a positive integer, got {getattr(cfg, what)!r}.")
-    for what in ("n_eval_train", "n_holdout"):
+    for what in ("n_eval_train", "n_holdout", "guide_init_epochs", "label_warmup_steps",
+                 "diagnose_every"):
         if not isinstance(getattr(cfg, what), int) or getattr(cfg, what) < 0:
             raise ValueError(f"{what} must be an integer >= 0, got {getattr(cfg, what)!r}.")
     for what in ("n_train", "n_test"):  # None: the whole split
@@ -221,11 +229,27 @@ def validate(cfg: Config) -> None:
             continue
         if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise ValueError(f"{what} must be a finite number >= 0, got {value!r}.")
+    _validate_departures(cfg)
+
+
+def _validate_departures(cfg: Config) -> None:
+    """``guide_init_epochs`` needs a method with a guide; ``label_warmup_steps`` one whose
+    labels come from the guide (a ``label_source`` setting that is not already "static")."""
+    method = methods.get(cfg.method)
+    if cfg.guide_init_epochs and not method.uses_guide:
+        raise ValueError(f"guide_init_epochs pre-trains the guide, and method {cfg.method!r} "
+                         f"has none: use a method with a guide (dynat, lbgat, ...) or set it "
+                         f"to 0.")
+    source = with_method_settings(cfg).method_options.get("label_source")
+    if cfg.label_warmup_steps and source in (None, "static"):
+        raise ValueError(f"label_warmup_steps gives y instead of the guide's labels, and "
+                         f"method {cfg.method!r} does not train on the guide's labels: use a "
+                         f"DYNAT method with dynamic or soft labels, or set it to 0.")
 
 
 #: Fields that say how a run is executed, not what it computes: they may differ on resume.
 RUNTIME_FIELDS = ("device", "amp", "fast", "channels_last", "compile", "cuda_graphs",
-                  "data_root", "keep_last")
+                  "data_root", "keep_last", "diagnose_every")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -380,7 +404,9 @@ def inner_attack(cfg: Config, device: torch.device, generator: torch.Generator |
 def train_epoch(cfg: Config, nets: Nets, optimizer: torch.optim.Optimizer,
                 batches: data_lib.Batches, epoch: int, progress: Callable | None = None,
                 on_step: Callable[[int], bool | None] | None = None) -> dict:
-    """Train one epoch; returns the mean losses, label agreement and lr. No host sync per step.
+    """Train one epoch; returns the mean losses, label agreement and lr, and ``steps``: the
+    diagnostics (``diagnostics.sample``) of the first step of the run and of every
+    ``cfg.diagnose_every``-th, which cost a host sync each (none on the other steps).
 
     The method's loss gets the attack of :func:`inner_attack` and its settings
     (``cfg.method_options``). Under torchrun each process trains on its slice of every global
@@ -406,14 +432,19 @@ def train_epoch(cfg: Config, nets: Nets, optimizer: torch.optim.Optimizer,
     if progress is not None:
         it = progress(it, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
     lr = cfg.lr
+    steps = []  # diagnostics.sample records, every cfg.diagnose_every steps
     for i, (x, y) in enumerate(it):
+        step = epoch * n_batches + i + 1  # optimizer steps done after this one (1-based)
         lr = learning_rate(cfg, epoch + i / n_batches)
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = distributed.shard(x, ctx), distributed.shard(y, ctx)
         x = fast.to_memory_format(x, channels_last)
+        step_options = options
+        if step <= cfg.label_warmup_steps:  # a departure from the paper (Config)
+            step_options = {**options, "label_source": "static"}
         with autocast:
-            loss, out = method(guide, target, x, y, **options)
+            loss, out = method(guide, target, x, y, **step_options)
             if cfg.target_clean_forward:
                 clean_forward(target, x)
         optimizer.zero_grad(set_to_none=True)
@@ -423,6 +454,8 @@ def train_epoch(cfg: Config, nets: Nets, optimizer: torch.optim.Optimizer,
         sums += torch.stack([loss.detach().float(), out.get("guide_loss", zero).float(),
                              out.get("target_loss", zero).float(),
                              (out["labels"] == y).sum().float()])
+        if cfg.diagnose_every and (step == 1 or step % cfg.diagnose_every == 0):
+            steps.append(diagnostics.sample(step, nets.target, x, y, out))
         n_seen += len(y)
         n_done = i + 1
         if on_step is not None and on_step(n_done):
@@ -432,7 +465,8 @@ def train_epoch(cfg: Config, nets: Nets, optimizer: torch.optim.Optimizer,
     n_seen *= world
     n_batches = n_done * world
     return {"lr": lr, "loss": sums[0] / n_batches, "guide_loss": sums[1] / n_batches,
-            "target_loss": sums[2] / n_batches, "label_agreement": sums[3] / max(n_seen, 1)}
+            "target_loss": sums[2] / n_batches, "label_agreement": sums[3] / max(n_seen, 1),
+            "steps": steps}
 
 
 def clean_forward(target: nn.Module, x: torch.Tensor) -> None:
@@ -481,7 +515,7 @@ def epoch_summary(record: dict, epochs: int) -> str:
     if "guide_clean" in record:
         parts.append(f"labels agree {record['label_agreement']:.1%}")
     parts.append(f"lr {record['lr']:.3g}")
-    return "  ".join(parts)
+    return "  ".join(parts + [diagnostics.describe(record)]).rstrip()
 
 
 # ------------------------------------------------------------------------- the guide alone
@@ -501,7 +535,8 @@ def train_guide(cfg: Config, *, dataset: data_lib.Dataset | None = None,
     eval mode. ``labels.train_guide`` records the guide's dynamic labels this way.
     """
     gcfg = dataclasses.replace(cfg, method="standard", model=cfg.guide_model, method_options={},
-                               target_clean_forward=False)
+                               target_clean_forward=False, guide_init_epochs=0,
+                               label_warmup_steps=0, diagnose_every=0)
     if dataset is None:
         dataset = data_lib.load(cfg.dataset, root=cfg.data_root, n_train=cfg.n_train,
                                 n_test=cfg.n_test, seed=cfg.seed)
@@ -896,6 +931,8 @@ def _fit(cfg: Config, device: torch.device, *, out, dataset, progress, on_epoch)
     optimizer = make_optimizer(cfg, nets)
     ckpt = Path(out) / CHECKPOINT if out is not None else None
     history, start = resume(cfg, nets, optimizer, ckpt, device, warn=main)
+    if start == 0 and cfg.guide_init_epochs:
+        init_guide(cfg, nets, dataset, progress)
     wrap_for_processes(nets, device)
     (x_fit, y_fit), _ = split_holdout(cfg, dataset)
     batches = data_lib.Batches(x_fit, y_fit, cfg.batch_size, device=device,
@@ -909,6 +946,7 @@ def _fit(cfg: Config, device: torch.device, *, out, dataset, progress, on_epoch)
         record = {"epoch": epoch + 1,
                   **train_epoch(cfg, nets, optimizer, batches, epoch, progress)}
         check_finite(record, nets, ckpt)
+        record["collapsed"] = diagnostics.is_collapsed(record["steps"])
         record["train_seconds"] = time.perf_counter() - t0
         record["images_per_second"] = len(batches) * cfg.batch_size / record["train_seconds"]
         record.update(eval_epoch(cfg, nets, x_eval, y_eval))
@@ -923,6 +961,17 @@ def _fit(cfg: Config, device: torch.device, *, out, dataset, progress, on_epoch)
     if nets.guide is not None:
         nets.guide.eval()
     return Result(cfg, nets.target, nets.guide, history, dataset)
+
+
+def init_guide(cfg: Config, nets: Nets, dataset: data_lib.Dataset, progress=None) -> None:
+    """A departure from the paper (``Config.guide_init_epochs``): the guide of a fresh run is
+    replaced by one trained alone on the run's training images for ``guide_init_epochs``
+    epochs (``train_guide``: clean CE, the run's optimizer settings and a schedule of its own),
+    so that the joint run starts from strong labels."""
+    gcfg = dataclasses.replace(cfg, epochs=cfg.guide_init_epochs, guide_init_epochs=0,
+                               label_warmup_steps=0)
+    guide = train_guide(gcfg, dataset=dataset, progress=progress)
+    nets.guide.load_state_dict(guide.state_dict())
 
 
 def split_holdout(cfg: Config, dataset: data_lib.Dataset):

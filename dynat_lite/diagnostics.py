@@ -1,0 +1,118 @@
+"""Is the target learning? Per-step diagnostics of a training run, and the collapse rule.
+
+DYNAT's target learns from the guide's labels. While the guide is untrained those labels are
+weak: near one class for every image. A target can learn that one class and stay flat (near
+uniform output) even after the labels turn good: it has *collapsed*. A target can also be
+*capped*: it learns, but from labels that are often wrong. The two look alike in an accuracy
+table and differ here.
+
+Every ``Config.diagnose_every`` optimizer steps the training loop calls :func:`sample` on the
+step's (augmented) clean batch, and keeps the record in the epoch's ``steps`` list:
+
+- ``step``: optimizer steps done so far in the run;
+- ``label_agreement``: share of the batch whose training label (the dynamic label for DYNAT,
+  y for the methods without a guide) equals y;
+- ``logit_spread``: the target's clean logits, their standard deviation over the classes,
+  averaged over the batch (0 for a flat, uniform output);
+- ``clean_accuracy``: share of the batch the target classifies correctly (clean);
+- ``top_class_share``: share of the batch the target assigns to its most frequent class
+  (1/C for balanced predictions, 1 when it predicts one class for all);
+- ``adv_loss``: the method's target term on the step's adversarial batch (``target_loss``);
+- ``dead_units``: share of the penultimate layer's units (the input of ``model.fc``) that are
+  zero for every image of the batch.
+
+The target is run in eval mode with no gradient for this, and put back in its mode: the
+diagnostics draw no random numbers and update no BatchNorm statistics, so a run with them
+computes the same weights as one without.
+
+The collapse rule (:func:`is_collapsed`), fixed here and the same for every method: an epoch is
+*collapsed* when, over its samples in the second half of the epoch, the median label agreement
+is at least ``AGREEMENT_MIN`` (the labels carry the classes) while the median logit spread is
+below ``SPREAD_MAX`` (the target's output stays nearly flat). ``SPREAD_MAX`` was set from runs of
+the kit (the numbers are in the lesson on DYNAT training): a collapsed target's spread stays
+well below it, a learning one's rises well above it within its first epoch.
+
+This module imports torch only; the training loop (``train``) calls it.
+"""
+from __future__ import annotations
+
+import statistics
+
+import torch
+import torch.nn as nn
+
+AGREEMENT_MIN = 0.5
+SPREAD_MAX = 0.5
+FIELDS = ("step", "label_agreement", "logit_spread", "clean_accuracy", "top_class_share",
+          "adv_loss", "dead_units")
+
+
+def logit_spread(logits: torch.Tensor) -> torch.Tensor:
+    """Standard deviation of each row of ``logits`` over the classes, averaged over rows."""
+    return logits.float().std(dim=1).mean()
+
+
+def dead_units(features: torch.Tensor) -> torch.Tensor:
+    """Share of the columns of ``features`` (images x units) that are <= 0 for every image."""
+    return (features <= 0).all(dim=0).float().mean()
+
+
+def top_class_share(logits: torch.Tensor) -> torch.Tensor:
+    """Share of the rows whose argmax is the most frequent argmax."""
+    predicted = logits.argmax(dim=1)
+    return torch.bincount(predicted, minlength=logits.shape[1]).max() / len(predicted)
+
+
+@torch.no_grad()
+def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input of ``model.fc``, logits) of ``model`` on ``x``, in eval mode, no gradient; the
+    model's train/eval mode is restored."""
+    seen = {}
+    hook = model.fc.register_forward_pre_hook(lambda _, args: seen.update(features=args[0]))
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model(x)
+    finally:
+        hook.remove()
+        model.train(was_training)
+    return seen["features"].float(), logits.float()
+
+
+def sample(step: int, target: nn.Module, x: torch.Tensor, y: torch.Tensor, out: dict) -> dict:
+    """One diagnostic record (see the module's docstring) after optimizer step ``step``, from
+    the step's clean batch ``x``, ``y`` and the method's ``out`` dict."""
+    features, logits = features_and_logits(target, x)
+    zero = torch.zeros((), device=x.device)
+    values = torch.stack([(out["labels"] == y).float().mean(), logit_spread(logits),
+                          (logits.argmax(1) == y).float().mean(), top_class_share(logits),
+                          out.get("target_loss", zero).float(), dead_units(features)])
+    return {"step": step, **dict(zip(FIELDS[1:], values.tolist()))}
+
+
+def is_collapsed(steps: list[dict]) -> bool:
+    """The collapse rule (see the module's docstring) over one epoch's ``steps`` records: the
+    samples of the epoch's second half (the last one if there is only one). False without
+    samples."""
+    if not steps:
+        return False
+    late = steps[len(steps) // 2:]
+    agreement = statistics.median(s["label_agreement"] for s in late)
+    spread = statistics.median(s["logit_spread"] for s in late)
+    return agreement >= AGREEMENT_MIN and spread < SPREAD_MAX
+
+
+def describe(record: dict) -> str:
+    """A few words on an epoch's record for the epoch line: empty unless it collapsed."""
+    if not record.get("collapsed"):
+        return ""
+    late = record["steps"][len(record["steps"]) // 2:]
+    spread = statistics.median(s["logit_spread"] for s in late)
+    agreement = statistics.median(s["label_agreement"] for s in late)
+    return (f"TARGET COLLAPSED (logit spread {spread:.2f} < {SPREAD_MAX} while its labels "
+            f"agree with y on {agreement:.0%})")
+
+
+def collapsed_epochs(history: list[dict]) -> list[int]:
+    """The epochs of ``history`` flagged as collapsed."""
+    return [h["epoch"] for h in history if h.get("collapsed")]
