@@ -1,0 +1,195 @@
+"""The per-step diagnostics, the collapse rule, PGD-AT with DYNAT's start, and the two departures
+from the paper (a pre-trained guide, y for the first steps)."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dynat_lite import data, diagnostics, methods, models, train
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def _tiny(**overrides):
+    base = dict(method="dynat", n_train=192, n_test=64, epochs=2, batch_size=64, steps=1,
+                n_eval=32, eval_steps=2, diagnose_every=1)
+    return train.config("smoke", **{**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return data.load("synthetic", n_train=192, n_test=64, seed=0)
+
+
+def _weights(result):
+    nets = [result.target] + ([result.guide] if result.guide is not None else [])
+    return [t.detach().clone() for net in nets for t in net.state_dict().values()]
+
+
+def _same(a, b):
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+# ------------------------------------------------------------------------------- the records
+def test_logit_spread_dead_units_and_top_class_share_on_known_tensors():
+    flat = torch.zeros(4, 10)
+    assert diagnostics.logit_spread(flat).item() == 0
+    one_hot = torch.eye(10)[:4] * 10
+    assert diagnostics.logit_spread(one_hot).item() == pytest.approx(
+        torch.tensor([10.0] + [0.0] * 9).std().item())
+    features = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 2.0]])
+    assert diagnostics.dead_units(features).item() == pytest.approx(1 / 3)
+    logits = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [2.0, 0.0]])
+    assert diagnostics.top_class_share(logits).item() == 0.75
+
+
+def test_sample_changes_nothing_in_the_model_and_draws_no_random_numbers(batch):
+    x, y = batch
+    net = models.create("small-cnn", 10).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    rng = torch.get_rng_state()
+    out = {"labels": y.clone(), "target_loss": torch.tensor(1.5)}
+    rec = diagnostics.sample(7, net, x, y, out)
+    assert net.training
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert torch.equal(rng, torch.get_rng_state())
+    assert set(rec) == set(diagnostics.FIELDS) and rec["step"] == 7
+    assert rec["label_agreement"] == 1.0 and rec["adv_loss"] == pytest.approx(1.5)
+    assert 0 <= rec["dead_units"] <= 1 and 0 < rec["top_class_share"] <= 1
+    net.eval()
+    diagnostics.sample(7, net, x, y, out)
+    assert not net.training
+
+
+def _steps(agreement, spread):
+    return [{"label_agreement": a, "logit_spread": s} for a, s in zip(agreement, spread)]
+
+
+def test_the_collapse_rule_reads_the_second_half_of_the_epoch_with_medians():
+    # Flat output while the labels agree: collapsed.
+    assert diagnostics.is_collapsed(_steps([0.9] * 4, [0.2] * 4))
+    # The first half does not count: a flat start that then learns is not collapsed ...
+    assert not diagnostics.is_collapsed(_steps([0.9] * 4, [0.1, 0.1, 2.0, 2.0]))
+    # ... and a learning start that then goes flat is.
+    assert diagnostics.is_collapsed(_steps([0.9] * 4, [3.0, 3.0, 0.3, 0.3]))
+    # A median, not a mean: one outlier in the second half does not decide.
+    assert diagnostics.is_collapsed(_steps([0.9] * 6, [1, 1, 1, 0.2, 0.2, 9.0]))
+    # Weak labels (the weak-label phase, or a capped target): not collapsed, whatever the spread.
+    assert not diagnostics.is_collapsed(_steps([0.3] * 4, [0.1] * 4))
+    # The thresholds themselves.
+    at = diagnostics.AGREEMENT_MIN
+    assert diagnostics.is_collapsed(_steps([at] * 2, [diagnostics.SPREAD_MAX - 1e-6] * 2))
+    assert not diagnostics.is_collapsed(_steps([at] * 2, [diagnostics.SPREAD_MAX] * 2))
+    assert not diagnostics.is_collapsed(_steps([at - 1e-6] * 2, [0.0] * 2))
+    assert not diagnostics.is_collapsed([])
+    assert diagnostics.is_collapsed(_steps([0.9], [0.1]))  # one sample: that one
+
+
+# ----------------------------------------------------------------------- inside the training
+def test_diagnostics_leave_the_run_bit_identical_and_record_every_kth_step(tiny_data):
+    on = train.fit(_tiny(diagnose_every=2), dataset=tiny_data, progress=False)
+    off = train.fit(_tiny(diagnose_every=0), dataset=tiny_data, progress=False)
+    assert _same(_weights(on), _weights(off))
+    assert [h["test_clean"] for h in on.history] == [h["test_clean"] for h in off.history]
+    # 3 steps an epoch (192 / 64): step 1, then every 2nd step of the run.
+    assert [s["step"] for h in on.history for s in h["steps"]] == [1, 2, 4, 6]
+    assert all(h["steps"] == [] and h["collapsed"] is False for h in off.history)
+    assert all(isinstance(h["collapsed"], bool) for h in on.history)
+    assert train.run_folder(_tiny(diagnose_every=2), "r") == train.run_folder(
+        _tiny(diagnose_every=0), "r")
+
+
+def test_the_epoch_line_says_when_the_target_collapsed():
+    record = {"epoch": 2, "loss": 2.5, "guide_loss": 0.2, "target_loss": 2.3, "test_clean": 0.2,
+              "test_pgd": 0.1, "lr": 0.01, "guide_clean": 0.9, "label_agreement": 0.95,
+              "collapsed": True, "steps": _steps([0.95] * 4, [0.2] * 4)}
+    line = train.epoch_summary(record, 2)
+    assert "TARGET COLLAPSED" in line and "0.20" in line and "95%" in line
+    assert "COLLAPSED" not in train.epoch_summary({**record, "collapsed": False}, 2)
+
+
+# ------------------------------------------------------------------ like with like: the start
+def test_pgd_at_gauss_is_pgd_at_with_dynats_start(tiny_data):
+    assert train.config("smoke", method="pgd_at").random_start == "uniform"
+    assert train.config("smoke", method="pgd_at_gauss").random_start == "gaussian"
+    assert train.config("smoke", method="dynat").random_start == "gaussian"
+    # The target of DYNAT with static labels trains exactly as PGD-AT with DYNAT's start:
+    # the guide beside it never reaches the target.
+    a = train.fit(_tiny(method="pgd_at_gauss"), dataset=tiny_data, progress=False)
+    b = train.fit(_tiny(method="dynat_static"), dataset=tiny_data, progress=False)
+    assert _same(list(a.target.state_dict().values()), list(b.target.state_dict().values()))
+    c = train.fit(_tiny(method="pgd_at"), dataset=tiny_data, progress=False)
+    assert not _same(list(a.target.state_dict().values()), list(c.target.state_dict().values()))
+
+
+# ------------------------------------------------------------- the two departures from the paper
+def test_label_warmup_gives_y_for_the_first_steps_then_the_guides_labels(tiny_data):
+    result = train.fit(_tiny(label_warmup_steps=2), dataset=tiny_data, progress=False)
+    steps = [s for h in result.history for s in h["steps"]]
+    assert [s["label_agreement"] for s in steps[:2]] == [1.0, 1.0]
+    assert any(s["label_agreement"] < 1.0 for s in steps[2:])
+    # y for every step of the run is DYNAT with static labels, bit for bit.
+    always = train.fit(_tiny(label_warmup_steps=10 ** 6), dataset=tiny_data, progress=False)
+    static = train.fit(_tiny(method="dynat_static"), dataset=tiny_data, progress=False)
+    assert _same(_weights(always), _weights(static))
+
+
+def test_guide_init_starts_the_run_from_the_guide_trained_alone(tiny_data, monkeypatch):
+    cfg = _tiny(guide_init_epochs=3, epochs=1)
+    alone = train.train_guide(train.config("smoke", **{**cfg.to_dict(), "epochs": 3,
+                                                       "guide_init_epochs": 0}),
+                              dataset=tiny_data)
+    seen = {}
+    real = train.train_epoch
+
+    def first_epoch(cfg_, nets, *args, **kwargs):
+        if cfg_.method == "dynat":  # the joint run (train_guide's epochs are "standard")
+            seen.setdefault("guide", {k: v.clone() for k, v in nets.guide.state_dict().items()})
+        return real(cfg_, nets, *args, **kwargs)
+
+    monkeypatch.setattr(train, "train_epoch", first_epoch)
+    train.fit(cfg, dataset=tiny_data, progress=False)
+    expected = alone.state_dict()
+    assert all(torch.equal(seen["guide"][k], expected[k]) for k in expected)
+
+
+def test_departures_are_refused_where_they_mean_nothing():
+    with pytest.raises(ValueError, match="guide_init_epochs .* has none"):
+        train.config("smoke", method="pgd_at", guide_init_epochs=2)
+    with pytest.raises(ValueError, match="label_warmup_steps .* does not train on the guide"):
+        train.config("smoke", method="dynat_static", label_warmup_steps=5)
+    with pytest.raises(ValueError, match="diagnose_every must be an integer >= 0"):
+        train.config("smoke", diagnose_every=-1)
+    # Off by default, and part of what defines a run (unlike diagnose_every).
+    cfg = train.config("smoke")
+    assert cfg.guide_init_epochs == 0 and cfg.label_warmup_steps == 0
+    assert train.run_folder(cfg, "r") != train.run_folder(
+        train.config("smoke", label_warmup_steps=5), "r")
+
+
+# --------------------------------------------------------------------- the smoke profile's story
+@pytest.mark.slow
+@pytest.mark.parametrize("method, collapses", [("dynat", True), ("dynat_static", False)])
+def test_on_smoke_dynats_target_collapses_and_with_static_labels_it_does_not(method, collapses,
+                                                                             tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "dynat_lite", "train", "--profile", "smoke", "--method", method,
+         "--device", "cpu", "--no-progress", "--out", str(tmp_path / method)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    last = [line for line in done.stdout.splitlines() if line.startswith("epoch ")][-1]
+    assert ("TARGET COLLAPSED" in last) == collapses, done.stdout
+
+
+def test_compare_adds_pgd_at_with_dynats_start_beside_madrys():
+    from dynat_lite import compare
+
+    assert compare.like_with_like(["dynat", "pgd_at"]) == ["dynat", "pgd_at", "pgd_at_gauss"]
+    assert compare.like_with_like(["dynat", "pgd_at_gauss", "pgd_at"]) == [
+        "dynat", "pgd_at_gauss", "pgd_at"]
+    assert compare.like_with_like(["pgd_at", "trades"]) == ["pgd_at", "trades"]
+    assert compare.like_with_like(["dynat", "trades"]) == ["dynat", "trades"]
