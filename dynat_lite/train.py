@@ -18,25 +18,23 @@ Every method's loss runs the inner attack the training step hands it: the fast o
 CUDA graph, optional ``torch.compile``) unless ``Config.fast`` is off; under ``torchrun`` each
 process trains on its slice of every global batch (``distributed.py``).
 
-``config`` is the one place where a method name becomes a run: the profile, the overrides and
-the method's own defaults (its random start, its settings in ``method_options``).
+What this module holds: building and preparing the two networks, the epoch loop with its
+per-step diagnostics (``diagnostics.py``), ``fit`` and resume, and the result cache that lets
+lessons share trained models (``run_key``, ``run_folder``, ``fit_or_load``). What a run is lives
+in ``config.py`` (``Config``, the profiles, ``config``), run folders and checkpoint files in
+``runs.py``; their public names are re-exported here (``train.config``, ``train.Config``,
+``train.load_model``, ...). It may import every module below it (data, models, attacks,
+methods, fast, evaluate, config, runs, diagnostics), and none above (studies, lessons, viz).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import errno
 import hashlib
 import json
 import math
-import os
-import shutil
-import socket
-import sys
-import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -46,264 +44,18 @@ import torch.nn as nn
 from . import data as data_lib
 from . import diagnostics, distributed, fast, methods, models
 from . import evaluate as evaluate_lib
-from .attacks import PGD, check_budget
+from .attacks import PGD
+# What the lessons and users call as train.NAME, defined where their concern lives.
+from .config import (PROFILES, RUNTIME_FIELDS, SCHEDULES, Config, available_devices,  # noqa: F401
+                     config, learning_rate, resolve_device, validate, with_method_settings)
 from .evaluate import evaluate
-
-CHECKPOINT = "checkpoint.pt"
-LOCK = "run.lock"  # while a process trains into a run folder: its pid, host and command
-SCHEDULES = ("piecewise", "onecycle")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, corrupt, or from a different run."""
-
-
-class RunFolderError(RuntimeError):
-    """A run folder that cannot take the run: held by another process, not writable, full."""
+from .runs import (CHECKPOINT, KEPT, LOCK, CheckpointError, RunFolderError,  # noqa: F401
+                   _finished, claim_run_folder, kept_checkpoints, load_checkpoint, load_model,
+                   load_weights, save_checkpoint)
 
 
 class TrainingDiverged(RuntimeError):
     """The loss (or a weight) stopped being a finite number; nothing was saved."""
-
-
-@dataclass
-class Config:
-    """Everything that defines a run. ``config(profile, **overrides)`` builds one."""
-    method: str = "dynat"
-    dataset: str = "synthetic"
-    model: str = "small-cnn"          # the target network (the one that is evaluated)
-    guide_model: str = "small-cnn"    # the guide, for methods that use one
-    n_train: int | None = 1024
-    n_test: int | None = 256
-    epochs: int = 2
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 2e-4
-    schedule: str = "piecewise"       # "piecewise": lr x0.1 at each milestone; "onecycle"
-    first_epoch_lr: float | None = None  # piecewise: this lr during the first epoch (authors: 0.02)
-    milestones: tuple = (0.75, 0.9)   # fractions of the run: epochs 75 and 90 of 100
-    eps: float = 8 / 255              # training attack
-    step_size: float = 2 / 255
-    steps: int = 10
-    random_start: str | None = "gaussian"
-    method_options: dict = field(default_factory=dict)  # e.g. {"beta": 1.0}
-    # After the training step's last forward of the target, forward it once more on the clean
-    # batch in train mode, output unused, as the DYNAT (and LBGAT) authors' loops do: the loss and
-    # the gradients are unchanged, only the target's BatchNorm running statistics also see clean
-    # images.
-    target_clean_forward: bool = False
-    # Two departures from the paper, off by default, for methods with a guide (name them wherever
-    # a result uses them): the guide trained alone on clean images for this many epochs before
-    # the joint run (a strong guide from the first step), and y instead of the guide's labels
-    # for the first label_warmup_steps optimizer steps (no weak-label phase).
-    guide_init_epochs: int = 0
-    label_warmup_steps: int = 0
-    augment: bool = True
-    eval_steps: int = 10              # PGD steps for the per-epoch robust accuracy
-    n_eval: int = 256                 # test images evaluated after each epoch
-    n_eval_train: int = 0             # training images (unaugmented) evaluated after each epoch
-    # The last n_holdout images of the training subset are held out: never trained on, they are
-    # what ``evaluate.pick_best`` chooses a kept checkpoint by (the test set never is).
-    n_holdout: int = 0
-    keep_last: int = 1                # keep the weights of the last K epochs (authors: 91-100)
-    seed: int = 0
-    device: str = "auto"              # "auto": CUDA if available, else CPU
-    amp: bool = True                  # bf16 autocast on CUDA GPUs with native bf16 (not CPU)
-    fast: bool = True                 # the fast step of fast.py where the method has one
-    channels_last: bool = True        # channels_last memory format (CUDA and CPU)
-    compile: bool = False             # torch.compile both networks (CUDA; minutes of warm-up)
-    cuda_graphs: bool = True          # the fast step's attack as a CUDA graph (one process)
-    diagnose_every: int = 10          # per-step diagnostics every N steps (diagnostics.py); 0: off
-    data_root: str = "data"
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["milestones"] = list(self.milestones)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Config":
-        d = dict(d)
-        d["milestones"] = tuple(d.get("milestones", (0.75, 0.9)))
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"Unknown config fields {sorted(unknown)}.")
-        return cls(**d)
-
-
-PROFILES: dict[str, dict] = {
-    # CI and a first look: synthetic data, a few minutes per lesson on 2 CPU cores (the README
-    # gives measured times). As small as the lessons' stories allow: with 1,024 training images
-    # DYNAT's target does not learn in two epochs (12 % clean); the robust accuracies are
-    # compared on 64 test images (standard 9 %, DYNAT 17 % under PGD-10).
-    "smoke": dict(dataset="synthetic", model="small-cnn", guide_model="small-cnn", n_train=2048,
-                  n_test=256, epochs=2, batch_size=64, steps=2, step_size=4 / 255,
-                  schedule="onecycle", n_eval=64, eval_steps=10),
-    # A lab CPU: 8,000 CIFAR-10 images, sized for a lesson (the README gives the times); PGD-2
-    # with steps of half the budget in training, PGD-20 to evaluate.
-    "cpu": dict(dataset="cifar10", model="small-cnn", guide_model="small-cnn", n_train=8000,
-                n_test=1000, epochs=2, batch_size=64, steps=2, step_size=4 / 255,
-                schedule="onecycle", n_eval=500, eval_steps=20),
-    # A Colab GPU: ResNet-18 target and guide, the whole of CIFAR-10.
-    "gpu": dict(dataset="cifar10", model="resnet18", guide_model="resnet18", n_train=None,
-                n_test=None, epochs=30, batch_size=128, steps=10, step_size=2 / 255,
-                schedule="piecewise", n_eval=1000, eval_steps=20),
-    # The paper's settings: WRN-34-10 target, ResNet-18 guide, 100 epochs.
-    # What the authors' released loop does beyond the paper's text is switched on here too: their
-    # guide (resnet18-cifar), lr 0.02 in the first epoch, the target's extra clean forward, the
-    # weights of the last 10 epochs kept. To choose among those without reading the test set,
-    # 1,000 training images are held out (the authors train on all 50,000).
-    "paper": dict(dataset="cifar10", model="wrn-34-10", guide_model="resnet18-cifar",
-                  n_train=None, n_test=None, epochs=100, batch_size=128, lr=0.1, momentum=0.9,
-                  weight_decay=2e-4, schedule="piecewise", milestones=(0.75, 0.9),
-                  first_epoch_lr=0.02, eps=0.031, step_size=0.007, steps=10,
-                  random_start="gaussian", target_clean_forward=True, n_eval=1000,
-                  eval_steps=20, keep_last=10, n_holdout=1000),
-}
-
-
-def config(profile: str = "smoke", **overrides) -> Config:
-    """The Config of a named profile (smoke, cpu, gpu, paper), with fields overridden and the
-    method's own defaults resolved:
-
-    - ``random_start``: the method's own (uniform for PGD-AT and GAIRAT, as their code;
-      Gaussian for DYNAT, TRADES, ...) unless overridden here, whatever the profile says;
-    - ``method_options``: every setting of the method (beta, label source, weights, burn-in,
-      ...), its default filled in where not given (``with_method_settings``).
-
-    The one place where a method name becomes a run: the command line, the lessons,
-    ``compare`` and ``study`` all call it, so the same method name trains the same thing and
-    finds the same run folder (``run_folder``) whoever asks.
-    """
-    if profile not in PROFILES:
-        raise ValueError(f"Unknown profile {profile!r}. Valid: {', '.join(PROFILES)}.")
-    fields = {**PROFILES[profile], **overrides}
-    if "random_start" not in overrides:
-        method = methods.get(fields.get("method", Config.method))
-        fields["random_start"] = method.option_default(
-            "random_start", fallback=fields.get("random_start", Config.random_start))
-    cfg = with_method_settings(Config(**fields))
-    validate(cfg)
-    return cfg
-
-
-def with_method_settings(cfg: Config) -> Config:
-    """``cfg`` with ``method_options`` completed by the method's own settings and their
-    defaults (``methods.Method.settings``); a setting the method does not have raises."""
-    settings = methods.get(cfg.method).settings()
-    if not isinstance(cfg.method_options, dict):
-        raise ValueError(f"method_options must be a mapping of the method's settings, got "
-                         f"{type(cfg.method_options).__name__}.")
-    unknown = sorted(set(cfg.method_options) - set(settings))
-    if unknown:
-        raise ValueError(f"Method {cfg.method!r} has no setting(s) {unknown}; its settings: "
-                         f"{', '.join(settings) or 'none'} (the attack's budget is set by eps, "
-                         f"step_size, steps and random_start).")
-    return dataclasses.replace(cfg, method_options={**settings, **cfg.method_options})
-
-
-def validate(cfg: Config) -> None:
-    """Raise a ValueError naming the first bad field of ``cfg``."""
-    with_method_settings(cfg)
-    for name in (cfg.model, cfg.guide_model):
-        if name not in models.MODELS:
-            raise ValueError(f"Unknown model {name!r}. Valid: {', '.join(models.MODELS)}.")
-    check_budget(cfg.eps, cfg.step_size, cfg.steps)
-    if cfg.schedule not in SCHEDULES:
-        raise ValueError(f"Unknown schedule {cfg.schedule!r}. Valid: {', '.join(SCHEDULES)}.")
-    for what in ("epochs", "batch_size", "n_eval", "eval_steps", "keep_last"):
-        if not isinstance(getattr(cfg, what), int) or getattr(cfg, what) < 1:
-            raise ValueError(f"{what} must be a positive integer, got {getattr(cfg, what)!r}.")
-    for what in ("n_eval_train", "n_holdout", "guide_init_epochs", "label_warmup_steps",
-                 "diagnose_every"):
-        if not isinstance(getattr(cfg, what), int) or getattr(cfg, what) < 0:
-            raise ValueError(f"{what} must be an integer >= 0, got {getattr(cfg, what)!r}.")
-    for what in ("n_train", "n_test"):  # None: the whole split
-        value = getattr(cfg, what)
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"{what} must be a positive integer or None (all), got {value!r}.")
-    for what in ("lr", "momentum", "weight_decay", "first_epoch_lr"):
-        value = getattr(cfg, what)
-        if value is None and what == "first_epoch_lr":
-            continue
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"{what} must be a finite number >= 0, got {value!r}.")
-    _validate_departures(cfg)
-
-
-def _validate_departures(cfg: Config) -> None:
-    """``guide_init_epochs`` needs a method with a guide; ``label_warmup_steps`` one whose
-    labels come from the guide (a ``label_source`` setting that is not already "static")."""
-    method = methods.get(cfg.method)
-    if cfg.guide_init_epochs and not method.uses_guide:
-        raise ValueError(f"guide_init_epochs pre-trains the guide, and method {cfg.method!r} "
-                         f"has none: use a method with a guide (dynat, lbgat, ...) or set it "
-                         f"to 0.")
-    source = with_method_settings(cfg).method_options.get("label_source")
-    if cfg.label_warmup_steps and source in (None, "static"):
-        raise ValueError(f"label_warmup_steps gives y instead of the guide's labels, and "
-                         f"method {cfg.method!r} does not train on the guide's labels: use a "
-                         f"DYNAT method with dynamic or soft labels, or set it to 0.")
-
-
-#: Fields that say how a run is executed, not what it computes: they may differ on resume.
-RUNTIME_FIELDS = ("device", "amp", "fast", "channels_last", "compile", "cuda_graphs",
-                  "data_root", "keep_last", "diagnose_every")
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto": CUDA if available, else the CPU; under torchrun, this process's own GPU. Any
-    other name must be one of ``available_devices()``: else a ValueError lists them."""
-    name = str(name).strip().lower()
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name not in available_devices():
-        raise ValueError(_unavailable_device(name))
-    return distributed.device_for(torch.device(name), distributed.context())
-
-
-def available_devices() -> list[str]:
-    """The device names this machine can run on: auto, cpu, and cuda / cuda:N or mps if present."""
-    names = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        names.append("mps")
-    return names
-
-
-def _unavailable_device(name: str) -> str:
-    """Why ``name`` cannot be used here, and what can."""
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        build = ", built without CUDA" if torch.version.cuda is None else ""
-        why = f"this machine has no CUDA GPU PyTorch can use (torch {torch.__version__}{build})"
-    elif name.startswith("cuda"):
-        why = f"this machine has {torch.cuda.device_count()} CUDA GPU(s)"
-    elif name == "gpu":
-        why = "PyTorch calls an NVIDIA GPU 'cuda'"
-    else:
-        why = "dynat-lite runs on the CPU, CUDA GPUs and Apple's mps"
-    return (f"Device {name!r} is not available: {why}. Available here: "
-            f"{', '.join(available_devices())} (--device, or the DEVICE parameter of a lesson).")
-
-
-def learning_rate(cfg: Config, progress: float) -> float:
-    """The lr at ``progress`` epochs into the run (a float: 2.5 = half-way through epoch 3).
-
-    "piecewise": cfg.lr, times 0.1 from each milestone epoch on (rounded to whole epochs, so
-    epochs 75 and 90 of 100, as the paper), and ``cfg.first_epoch_lr`` instead during the first
-    epoch when it is set (the authors' code: 0.02, then 0.1). "onecycle": up linearly to cfg.lr over the first
-    40 % of the run, then down linearly to 0 -- a short run's better friend.
-    """
-    if cfg.schedule == "piecewise":
-        if cfg.first_epoch_lr is not None and progress < 1:
-            return cfg.first_epoch_lr
-        passed = sum(int(progress) >= round(m * cfg.epochs) for m in cfg.milestones)
-        return cfg.lr * 0.1 ** passed
-    t = progress / cfg.epochs
-    return cfg.lr * (t / 0.4 if t < 0.4 else max(0.0, (1 - t) / 0.6))
 
 
 # ------------------------------------------------------------------------------------ models
@@ -571,275 +323,6 @@ def train_guide(cfg: Config, *, dataset: data_lib.Dataset | None = None,
     return guide.eval()
 
 
-# -------------------------------------------------------------------------------- run folders
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
-
-
-@contextlib.contextmanager
-def claim_run_folder(out: str | Path | None):
-    """Own the run folder ``out`` while the block runs (None: nothing to own).
-
-    First checks that a file can be created there, so that a read-only folder fails now and
-    not after an epoch. Then takes the folder's lock file, ``run.lock``, which names the owner
-    (pid, host, command): another process that wants the folder fails at once with a
-    RunFolderError naming it. The lock is an advisory ``flock``, which the operating system
-    drops when its process ends, however it ends: a lock file left by a killed run is taken
-    over (where flock is missing, the recorded pid is checked instead; on Windows there is no
-    lock). Then removes the temporary files of a checkpoint write that was killed midway.
-    On leaving, the lock file is deleted."""
-    if out is None:
-        yield
-        return
-    folder = Path(out)
-    _check_writable(folder)
-    fd = _lock(folder / LOCK)
-    try:
-        for stale in (*folder.glob(CHECKPOINT + "*.tmp"), *folder.glob("epoch-*.pt*.tmp"),
-                      *folder.glob(".write-test-*")):
-            stale.unlink(missing_ok=True)
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(folder / LOCK)
-        os.close(fd)  # releases the flock
-
-
-def _check_writable(folder: Path) -> None:
-    """Raise a RunFolderError unless a file can be created in ``folder`` (made if missing)."""
-    if folder.exists() and not folder.is_dir():
-        raise RunFolderError(f"The run folder {folder} is a file, not a folder: choose another "
-                             f"output folder (--out).")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise RunFolderError(f"Cannot write to the run folder {folder} ({err.strerror or err}): "
-                             f"choose an output folder you can write to (--out).") from err
-
-
-def _lock(path: Path) -> int:
-    """Take the lock file ``path`` (see ``claim_run_folder``); returns its descriptor."""
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        if _held_elsewhere(fd):
-            owner = _lock_owner(fd)
-            os.close(fd)
-            raise RunFolderError(_busy_message(path.parent, owner))
-        with contextlib.suppress(FileNotFoundError):
-            if os.fstat(fd).st_ino == os.stat(path).st_ino:  # not a file its owner just deleted
-                break
-        os.close(fd)
-    os.ftruncate(fd, 0)
-    os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                             "command": " ".join(sys.argv),
-                             "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
-    return fd
-
-
-def _held_elsewhere(fd: int) -> bool:
-    """True if another live process holds the lock file open as ``fd``."""
-    if fcntl is not None:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return False
-        except BlockingIOError:
-            return True
-        except OSError:
-            pass  # a file system without flock: check the recorded pid
-    if os.name == "nt":  # os.kill would end the process there
-        return False
-    pid = _lock_owner(fd).get("pid")
-    if not isinstance(pid, int) or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _lock_owner(fd: int) -> dict:
-    """What the lock file open as ``fd`` says about its owner ({} if unreadable)."""
-    try:
-        os.lseek(fd, 0, os.SEEK_SET)
-        owner = json.loads(os.read(fd, 65536).decode() or "{}")
-        return owner if isinstance(owner, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _busy_message(folder: Path, owner: dict) -> str:
-    who = f"process {owner.get('pid', '(unknown)')}"
-    if owner.get("host"):
-        who += f" on {owner['host']}"
-    if owner.get("command"):
-        who += f", running `{owner['command']}`"
-    if owner.get("since"):
-        who += f", since {owner['since']}"
-    return (f"The run folder {folder} is in use by another run ({who}): two runs writing one "
-            f"folder would overwrite each other's checkpoint. Wait for that run to finish, stop "
-            f"it, or choose another output folder (--out).")
-
-
-def _finished(out: str | Path, cfg: Config) -> bool:
-    """True if ``out`` holds a checkpoint of ``cfg.epochs`` epochs or more: ``fit`` then only
-    loads it, without owning the folder (which may be read-only). Reads no tensor data."""
-    ckpt = Path(out) / CHECKPOINT
-    if not ckpt.is_file():
-        return False
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
-        return int(state["epoch"]) >= cfg.epochs
-    except Exception:  # fit's load_checkpoint says what is wrong with it
-        return False
-
-
-# -------------------------------------------------------------------------------- checkpoints
-def save_checkpoint(path: str | Path, state: dict) -> None:
-    """torch.save to a temporary file beside ``path``, then rename: never a half-written file.
-    A full disk raises a RunFolderError that says so (``path`` keeps the previous checkpoint)."""
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        os.replace(tmp, path)
-    except BaseException as err:
-        if tmp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        if _disk_full(err):
-            raise RunFolderError(_disk_full_message(path, state.get("epoch"))) from err
-        raise
-
-
-def _disk_full(err: BaseException) -> bool:
-    """A write that failed for want of space. PyTorch's writer reports it as a RuntimeError
-    ("[enforce fail at inline_container.cc] ... file write failed")."""
-    if isinstance(err, OSError):
-        return err.errno in (errno.ENOSPC, errno.EDQUOT)
-    return isinstance(err, RuntimeError) and ("file write failed" in str(err)
-                                              or "inline_container" in str(err))
-
-
-def _disk_full_message(path: Path, epoch) -> str:
-    try:
-        free = f" ({shutil.disk_usage(path.parent).free / 2 ** 20:.0f} MiB free)"
-    except OSError:
-        free = ""
-    previous = path if path.exists() else path.parent / CHECKPOINT  # kept weights: the run's
-    kept = (f"{previous} still holds the previous checkpoint, intact" if previous.exists()
-            else "no checkpoint was written before")
-    return (f"The checkpoint{f' of epoch {epoch}' if epoch is not None else ''} could not be "
-            f"written: the disk holding {path.parent} is full{free}. {kept}. Free some space, "
-            f"then run the same command again (or fit with the same out): the run resumes from "
-            f"its last checkpoint.")
-
-
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Load a checkpoint written by ``fit`` (``weights_only=True``: no code is unpickled);
-    raise a one-line CheckpointError if it is missing, corrupt or inconsistent."""
-    path = Path(path)
-    if path.is_dir() or path.suffix not in (".pt", ".pth"):
-        path = path / CHECKPOINT
-    if not path.exists():
-        runs = _run_folders_near(path.parent)
-        found = (f" Run folders with a checkpoint near it: {', '.join(map(str, runs))}."
-                 if runs else "")
-        raise CheckpointError(f"No checkpoint at {path}.{found} Or train first "
-                              f"(dynat_lite.train.fit or `python -m dynat_lite train --out "
-                              f"{path.parent}`).")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"{path} is corrupt or not a dynat-lite checkpoint "
-                              f"({data_lib.plain_reason(err)}). Delete it to train from "
-                              f"scratch.") from err
-    if not isinstance(state, dict) or not {"config", "epoch", "target"} <= set(state):
-        raise CheckpointError(f"{path} is not a dynat-lite checkpoint (missing config, epoch or "
-                              f"target weights). Delete it to train from scratch.")
-    _check_consistent(path, state)
-    return state
-
-
-def _check_consistent(path: Path, state: dict) -> None:
-    """The parts of a checkpoint that the weights do not decide: a readable config, a count of
-    epochs, state_dicts where networks belong."""
-    def inconsistent(what: str):
-        return CheckpointError(f"{path} is not a consistent dynat-lite checkpoint: {what}.")
-
-    if not isinstance(state["config"], dict):
-        raise inconsistent(f"its config is a {type(state['config']).__name__}, not a mapping "
-                           f"of settings")
-    try:
-        validate(Config.from_dict(state["config"]))
-    except (TypeError, ValueError, KeyError) as err:
-        raise inconsistent(f"its config cannot be read by this version of dynat-lite "
-                           f"({' '.join(str(err).split())})") from err
-    epoch = state["epoch"]
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-        raise inconsistent(f"its epoch is {epoch!r}, not a count of epochs")
-    for part in ("target", "guide"):
-        if state.get(part) is not None and not isinstance(state[part], dict):
-            raise inconsistent(f"its {part} weights are a {type(state[part]).__name__}, not a "
-                               f"state_dict")
-
-
-def load_weights(net: nn.Module, weights, path: str | Path, part: str) -> None:
-    """``net.load_state_dict(weights)``, or a one-line CheckpointError saying what does not
-    fit (a missing key, a size mismatch) instead of PyTorch's multi-line traceback."""
-    try:
-        net.load_state_dict(weights)
-    except (RuntimeError, TypeError, AttributeError, KeyError, ValueError) as err:
-        detail = " ".join(str(err).split())
-        detail = detail if len(detail) <= 400 else detail[:400] + " ..."
-        raise CheckpointError(f"{path} is not a consistent dynat-lite checkpoint: its {part} "
-                              f"weights do not fit the network its config names "
-                              f"({detail}).") from err
-
-
-def _run_folders_near(folder: Path, most: int = 5) -> list[Path]:
-    """Folders holding a checkpoint, in or one level below the nearest existing ancestor of
-    ``folder``: what a mistyped --out probably meant."""
-    base = folder
-    while not base.is_dir() and base != base.parent:
-        base = base.parent
-    if not base.is_dir() or base == Path(base.anchor or "/"):
-        return []
-    found = {p.parent for pattern in ("*/" + CHECKPOINT, "*/*/" + CHECKPOINT)
-             for p in base.glob(pattern)}
-    return sorted(found)[:most]
-
-
-def load_model(path: str | Path, which: str = "target", device: str = "cpu") -> nn.Module:
-    """The trained target (or guide) network of a checkpoint, in eval mode, in the memory
-    layout ``fit`` trains in on ``device`` (so that it computes exactly what the trained one
-    did)."""
-    state = load_checkpoint(path)
-    cfg = Config.from_dict(state["config"])
-    if state.get(which) is None:
-        raise CheckpointError(f"The checkpoint has no {which} network (method {cfg.method}).")
-    head = state[which].get("fc.weight")
-    if not torch.is_tensor(head) or head.dim() != 2:
-        raise CheckpointError(f"{path} is not a consistent dynat-lite checkpoint: its {which} "
-                              f"weights lack the output layer fc.weight.")
-    name = cfg.model if which == "target" else cfg.guide_model
-    model = models.create(name, head.shape[0])
-    load_weights(model, state[which], path, which)
-    model.to(device)
-    fast.prepare(model, channels_last=fast.use_channels_last(device, cfg.channels_last))
-    return model.eval()
-
-
 # ------------------------------------------------------------------------------------- fit
 @dataclass
 class Result:
@@ -1015,9 +498,6 @@ def resume(cfg: Config, nets: Nets, optimizer: torch.optim.Optimizer, ckpt: Path
     return history, start
 
 
-#: The weights kept of one epoch (``Config.keep_last`` > 1), beside the checkpoint.
-KEPT = "epoch-{:03d}.pt"
-
 
 def save(ckpt: Path, cfg: Config, nets: Nets, optimizer: torch.optim.Optimizer,
          history: list[dict], device: torch.device) -> None:
@@ -1059,17 +539,6 @@ def pick_kept(out: str | Path, *, dataset: data_lib.Dataset | None = None,
     pick = evaluate_lib.pick_best(candidates, x_holdout, y_holdout,
                                   attack=attack or f"pgd-{cfg.eval_steps}", seed=cfg.seed)
     return kept[pick.epoch], pick
-
-
-def kept_checkpoints(out: str | Path) -> dict[int, Path]:
-    """Epoch -> file of the weights kept in the run folder ``out`` (``Config.keep_last``), in
-    order; each loads with ``load_checkpoint`` and ``load_model`` like the checkpoint."""
-    found = {}
-    for path in Path(out).glob("epoch-*.pt"):
-        number = path.stem.removeprefix("epoch-")
-        if number.isdigit():
-            found[int(number)] = path
-    return dict(sorted(found.items()))
 
 
 def check_finite(record: dict, nets: Nets, ckpt: Path | None = None) -> None:

@@ -197,8 +197,8 @@ def test_every_config_field_has_a_train_flag_and_the_old_spellings_work(tmp_path
 # ---------------------------------------------------------------------- imports flow one way
 #: Each module may import only modules before it (``viz`` imports none of the package).
 LAYERS = ("viz", "attacks", "models", "data", "distributed", "evaluate", "methods", "fast",
-          "diagnostics", "train", "labels", "pretrained", "compare", "study", "bench", "exercises",
-          "widgets", "notebook", "papermill_engine", "__main__", "__init__")
+          "config", "runs", "diagnostics", "train", "labels", "pretrained", "compare", "study",
+          "bench", "exercises", "widgets", "notebook", "papermill_engine", "__main__", "__init__")
 
 
 def _package_imports(path: Path) -> set[str]:
