@@ -8,18 +8,19 @@ Each lesson asks you to write a few functions (their names and signatures are fi
 
 ``check`` runs your function on small seeded inputs -- tiny networks in float64, so that rounding
 never decides a test -- and compares it with the library's own implementation
-(``dynat_lite.attacks``, ``labels``, ``methods``, ``evaluate``) and with the properties that define
-it (an attack stays in the eps-ball and in [0, 1], takes gradients with respect to the input only,
-leaves the model's mode as it found it, ...). On success it prints one line starting with "✓"
-that says what was verified. Otherwise it raises ``ExerciseError`` naming the first property that
-failed, in the terms of the exercise, with a hint -- never the answer. A function that still
-raises ``NotImplementedError`` (the student version's placeholder) gets "not written yet" and the
-task.
+(``dynat_lite.attacks``, ``labels``, ``methods``, ``evaluate``, ``diagnostics``) and with the
+properties that define it (an attack stays in the eps-ball and in [0, 1], takes gradients with
+respect to the input only, leaves the model's mode as it found it, ...). On success it prints one
+line starting with "✓" that says what was verified. Otherwise it raises ``ExerciseError`` naming
+the first property that failed, in the terms of the exercise, with a hint -- never the answer. A
+function that still raises ``NotImplementedError`` (the student version's placeholder) gets "not
+written yet" and the task.
 """
 from __future__ import annotations
 
 import copy
 import math
+import statistics
 import traceback
 from pathlib import Path
 from typing import Callable
@@ -28,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import attacks, evaluate, labels, methods
+from . import attacks, diagnostics, evaluate, labels, methods
 
 _PACKAGE = Path(__file__).resolve().parent  # frames from here are the checker's, not the student's
 
@@ -53,6 +54,10 @@ TASKS: dict[str, str] = {
                   "argmax of the guide (train mode) on clean x; x_adv = PGD on the target (eval "
                   "mode, no random start) against them; return CE(guide(x), y) + beta * "
                   "CE(target(x_adv), labels), the target back in train mode",
+    "detect_collapse": "detect_collapse(history): the epoch numbers (record[\"epoch\"]) of the "
+                       "records whose samples in the second half, record[\"steps\"][len(steps) "
+                       "// 2:], have median label_agreement >= 0.5 and median logit_spread < "
+                       "0.5; an epoch without samples is not collapsed",
     "cw_margin": "cw_margin(logits, y): per example, the largest logit of a class j != y "
                  "minus the logit of y",
     "worst_case": "worst_case(correct): from a dict attack name -> boolean tensor (robust per "
@@ -657,6 +662,183 @@ def _diagnose_dynat_value(value: float, case: _DynatCase, beta: float) -> None:
                     f"from x on the eval-mode target against the labels")
 
 
+# The collapse rule (diagnostics.is_collapsed) on hand-made histories. Each epoch is built so
+# that one mistake changes its verdict, and so that every way of taking a median (statistics,
+# numpy, torch's lower median) gives the right verdict on the samples that count.
+def _steps(first_step: int, agreement, spread) -> list[dict]:
+    """One epoch's diagnostic samples: the given label agreements and logit spreads, the other
+    fields filled in plausibly."""
+    return [{"step": first_step + 2 * i, "label_agreement": a, "logit_spread": s,
+             "clean_accuracy": min(a, 0.9), "top_class_share": 0.2 if s > 1 else 0.5,
+             "adv_loss": 2.3 if s < 0.5 else 1.5, "dead_units": 0.5 if s < 0.5 else 0.0}
+            for i, (a, s) in enumerate(zip(agreement, spread))]
+
+
+#: Per epoch of the checker's history: (what it tests, label agreements, logit spreads); the
+#: rule reads the second half, steps[len(steps) // 2:].
+_COLLAPSE_EPOCHS = (
+    ("an untrained start: weak labels, flat output (not collapsed: the labels carry nothing)",
+     [0.1, 0.1, 0.1, 0.1], [0.05, 0.04, 0.03, 0.02]),
+    ("labels turning good, the output going flat (collapsed in the second half only)",
+     [0.1, 0.1, 0.1, 0.1, 0.1, 0.9, 0.9, 0.9], [6.0, 6.0, 6.0, 6.0, 6.0, 0.2, 0.2, 0.2]),
+    ("one large spread among small ones (collapsed: the median is small, the mean is not)",
+     [0.95] * 6, [0.3, 0.3, 0.3, 0.1, 0.2, 3.0]),
+    ("one sample of agreement 0 (collapsed: the median agreement is 0.6, the mean 0.43)",
+     [0.9, 0.9, 0.9, 0.0, 0.6, 0.7], [0.1] * 6),
+    ("a learning target: good labels, large spread (not collapsed)",
+     [0.8, 0.85, 0.9, 0.9, 0.95, 0.97], [1.0, 2.0, 2.5, 3.0, 4.0, 5.0]),
+    ("a single sample (collapsed: with one sample, that one is the second half)",
+     [0.9], [0.1]),
+    ("a median agreement of exactly 0.5 (collapsed: AGREEMENT_MIN itself counts)",
+     [0.9, 0.9, 0.9, 0.45, 0.5, 0.9], [0.1] * 6),
+    ("a median spread of exactly 0.5 (not collapsed: the spread must be below SPREAD_MAX)",
+     [0.9] * 6, [0.1, 0.1, 0.1, 0.4, 0.5, 0.6]),
+)
+
+
+def _collapse_history(first_epoch: int = 1, empty_at: int | None = None) -> list[dict]:
+    """Per-epoch records as ``train.fit`` writes them, without their "collapsed" flag (the
+    function must compute the rule itself); ``empty_at``: an epoch (index) with no samples."""
+    history, step = [], 1
+    for i, (_, agreement, spread) in enumerate(_COLLAPSE_EPOCHS):
+        steps = [] if i == empty_at else _steps(step, agreement, spread)
+        step += 20
+        history.append({"epoch": first_epoch + i, "loss": 2.0, "label_agreement":
+                        sum(agreement) / len(agreement), "test_clean": 0.3, "test_pgd": 0.1,
+                        "steps": steps})
+    return history
+
+
+def _collapse_rule(history, half=lambda s: s[len(s) // 2:], average=None, agree=None,
+                   flat=None, agreement_counts=True, spread_counts=True):
+    """The epochs of ``history`` flagged by the rule, or by a variant with one mistake."""
+    average = average or statistics.median
+    agree = agree or (lambda a: a >= diagnostics.AGREEMENT_MIN)
+    flat = flat or (lambda s: s < diagnostics.SPREAD_MAX)
+    out = []
+    for record in history:
+        late = half(record["steps"])
+        if not late:
+            continue
+        ok_agreement = agree(average([s["label_agreement"] for s in late]))
+        ok_spread = flat(average([s["logit_spread"] for s in late]))
+        if (ok_agreement or not agreement_counts) and (ok_spread or not spread_counts):
+            out.append(record["epoch"])
+    return out
+
+
+def _collapse_mistakes(history) -> list[tuple[list[int] | None, str]]:
+    """(the epochs a mistaken rule returns, the message naming the mistake)."""
+    mean = statistics.fmean
+    A, S = diagnostics.AGREEMENT_MIN, diagnostics.SPREAD_MAX
+    variants = [
+        (dict(average=mean), "the mean where the rule takes the median: one outlier (a "
+         "single large spread, a single wrong batch) would decide the verdict"),
+        (dict(half=lambda s: s), "this reads all of the epoch's samples: the rule reads only "
+         "the second half, steps[len(steps) // 2:], where the labels have had time to turn"),
+        (dict(half=lambda s: s[:len(s) // 2]), "this reads the first half of each epoch: the "
+         "rule reads the second half, steps[len(steps) // 2:]"),
+        (dict(half=lambda s: s[-1:]), "this reads only the last sample of each epoch: the rule "
+         "takes the median over the second half, steps[len(steps) // 2:]"),
+        (dict(half=lambda s: s[(len(s) + 1) // 2:]), "with one sample the second half is that "
+         "sample: take steps[len(steps) // 2:] (an epoch of one sample can collapse)"),
+        (dict(flat=lambda s: s > S), "the spread comparison is reversed: a collapsed target's "
+         f"output is flat, its median logit spread BELOW SPREAD_MAX = {S}"),
+        (dict(agree=lambda a: a < A), "the agreement comparison is reversed: a collapsed "
+         f"target's labels are good, their median agreement with y AT LEAST AGREEMENT_MIN = "
+         f"{A}"),
+        (dict(flat=lambda s: s > S, agree=lambda a: a < A), "both comparisons are reversed: "
+         "collapsed = median agreement >= AGREEMENT_MIN and median spread < SPREAD_MAX"),
+        (dict(agree=lambda a: a > A), f"a median agreement of exactly {A} counts: the rule "
+         f"asks for agreement >= AGREEMENT_MIN, not >"),
+        (dict(flat=lambda s: s <= S), f"a median spread of exactly {S} does not count: the "
+         f"rule asks for spread < SPREAD_MAX, not <="),
+        (dict(agreement_counts=False), "this ignores the label agreement: a flat output under "
+         "weak labels (the untrained start) is not collapse; the rule also asks for median "
+         "agreement >= AGREEMENT_MIN"),
+        (dict(spread_counts=False), "this ignores the logit spread: good labels alone are not "
+         "collapse; the rule also asks for median spread < SPREAD_MAX"),
+    ]
+    out = []
+    for kwargs, message in variants:
+        try:
+            out.append((_collapse_rule(history, **kwargs), message))
+        except statistics.StatisticsError:  # a variant that fails on an epoch: no answer
+            pass
+    collapsed = _collapse_rule(history)
+    out.append(([r["epoch"] for r in history if r["epoch"] not in collapsed],
+                "these are the epochs that did NOT collapse"))
+    out.append(([i for i, r in enumerate(history) if r["epoch"] in collapsed],
+                "these are positions in the list, not the epoch numbers: return "
+                "record[\"epoch\"] of each collapsed record"))
+    return out
+
+
+def _call_detect(detect_collapse, history, what: str, hint: str = ""):
+    """The student's function on a deep copy of ``history``; checks that it left the copy
+    unchanged and returned a list of epoch numbers. ``hint``: added when the function raises."""
+    given = copy.deepcopy(history)
+    try:
+        out = _call(detect_collapse, given)
+    except _StudentRaised as raised:
+        cause = raised.__cause__
+        if isinstance(cause, KeyError) and cause.args == ("collapsed",):
+            raise ExerciseError("the records carry no \"collapsed\" flag here (the checker "
+                                "leaves it out): compute the rule from record[\"steps\"]") \
+                from None
+        raise _StudentRaised(f"{raised} on {what}{hint}") from cause
+    _require(given == history, f"detect_collapse changed the history it was given ({what}): "
+                               f"read the records, do not sort or edit them")
+    _require(isinstance(out, (list, tuple)),
+             f"detect_collapse must return a list of epoch numbers, got {type(out).__name__}")
+    _require(not (len(out) == len(history) and out and all(isinstance(v, bool) for v in out)),
+             "detect_collapse returned one bool per epoch: return the epoch numbers "
+             "(record[\"epoch\"]) of the collapsed epochs only")
+    _require(all(isinstance(v, int) and not isinstance(v, bool) for v in out),
+             f"detect_collapse must return epoch numbers (integers), got "
+             f"{', '.join(type(v).__name__ for v in out[:3])}")
+    return list(out)
+
+
+def _check_detect_collapse(detect_collapse) -> str:
+    history = _collapse_history()
+    expected = _collapse_rule(history)
+    one = [r["epoch"] for r, e in zip(history, _COLLAPSE_EPOCHS) if len(e[1]) == 1][0]
+    out = _call_detect(detect_collapse, history, f"a history of {len(history)} epochs",
+                       hint=f" (epoch {one} has a single sample: its second half, "
+                            f"steps[len(steps) // 2:], is that sample)")
+    if out != expected:
+        for variant, message in _collapse_mistakes(history):
+            _require(out != variant, message)
+        epochs = [r["epoch"] for r in history]
+        _require(set(out) <= set(epochs), f"returned epoch numbers that are not in the history "
+                                          f"({sorted(set(out) - set(epochs))}): return "
+                                          f"record[\"epoch\"] of each collapsed record")
+        _require(sorted(set(out)) != expected, f"returned the right epochs, but as {out}: each "
+                                               f"once, in the history's order")
+        i = next(i for i, e in enumerate(epochs) if (e in out) != (e in expected))
+        _require(False, f"the verdict on epoch {epochs[i]} is wrong, {_COLLAPSE_EPOCHS[i][0]}: "
+                        f"collapsed = over steps[len(steps) // 2:], median label agreement >= "
+                        f"AGREEMENT_MIN and median logit spread < SPREAD_MAX")
+    # An epoch without samples (diagnose_every = 0, or a history written before them).
+    empty = _collapse_history(empty_at=1)
+    out = _call_detect(detect_collapse, empty, "a history whose epoch 2 has an empty steps list",
+                       hint=": an epoch without samples is not collapsed, skip it")
+    _require(out == _collapse_rule(empty),
+             "an epoch with an empty steps list has no samples and is not collapsed: leave it "
+             "out")
+    # A history that starts later (the records of epochs 4 to 11 of a run).
+    later = _collapse_history(first_epoch=4)
+    out = _call_detect(detect_collapse, later, "a history whose first record is epoch 4")
+    _require(out == _collapse_rule(later),
+             "on a history whose first record is epoch 4 the epoch numbers are wrong: return "
+             "record[\"epoch\"], not a count from 1")
+    return (f"epochs {expected} of {len(history)} collapsed by the kit's rule (median over the "
+            f"second half, agreement >= {diagnostics.AGREEMENT_MIN}, spread < "
+            f"{diagnostics.SPREAD_MAX}), as diagnostics.is_collapsed; an epoch without samples "
+            f"left out; record[\"epoch\"] returned; the history untouched")
+
+
 # -------------------------------------------------------------------------------- lesson 04
 def _margin_case():
     """Logits where every way of getting the margin wrong shows: rows whose true class is the
@@ -849,6 +1031,7 @@ _CHECKS: dict[str, Callable[[Callable], str]] = {
     "trades_kl": _check_trades_kl,
     "inner_max": _check_inner_max,
     "dynat_loss": _check_dynat_loss,
+    "detect_collapse": _check_detect_collapse,
     "cw_margin": _check_cw_margin,
     "worst_case": _check_worst_case,
     "straight_through": _check_straight_through,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import operator
+import statistics
 import traceback
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dynat_lite import attacks, evaluate, exercises, methods
+from dynat_lite import attacks, diagnostics, evaluate, exercises, methods
 from dynat_lite.exercises import ExerciseError, check
 
 
@@ -65,6 +66,16 @@ def dynat_loss(guide, target, x, y, eps, step_size, steps, beta):
     labels = dynamic_labels(guide_logits)
     x_adv = inner_max(target, x, labels, eps, step_size, steps)
     return F.cross_entropy(guide_logits, y) + beta * F.cross_entropy(target(x_adv), labels)
+
+
+def detect_collapse(history):
+    collapsed = []
+    for record in history:
+        late = record["steps"][len(record["steps"]) // 2:]
+        if (late and statistics.median(s["label_agreement"] for s in late) >= 0.5
+                and statistics.median(s["logit_spread"] for s in late) < 0.5):
+            collapsed.append(record["epoch"])
+    return collapsed
 
 
 def cw_margin(logits, y):
@@ -226,6 +237,33 @@ def dynat_loss_explicit_modes(guide, target, x, y, eps, step_size, steps, beta):
     return F.cross_entropy(guide_logits, y) + beta * F.cross_entropy(target(x_adv), labels)
 
 
+def collapse_library(history):
+    return [record["epoch"] for record in history if diagnostics.is_collapsed(record["steps"])]
+
+
+def collapse_numpy(history):
+    out = []
+    for record in history:
+        steps = record["steps"]
+        if len(steps) == 0:
+            continue
+        late = steps[len(steps) // 2:]
+        agreement = np.median([s["label_agreement"] for s in late])
+        spread = np.median([s["logit_spread"] for s in late])
+        if agreement >= diagnostics.AGREEMENT_MIN and spread < diagnostics.SPREAD_MAX:
+            out.append(int(record["epoch"]))
+    return out
+
+
+def collapse_torch_lower_median(history):
+    def median(values):
+        return torch.tensor(values).median().item()  # the lower of the two middle values
+
+    return [r["epoch"] for r in history if r["steps"]
+            and median([s["label_agreement"] for s in r["steps"][len(r["steps"]) // 2:]]) >= 0.5
+            and median([s["logit_spread"] for s in r["steps"][len(r["steps"]) // 2:]]) < 0.5]
+
+
 def margin_topk(logits, y):
     top = logits.topk(2, dim=1)
     best_other = torch.where(top.indices[:, 0] == y, top.values[:, 1], top.values[:, 0])
@@ -305,6 +343,7 @@ CORRECT = {
     "trades_kl": [kl_div_batchmean, kl_clean_detached, kl_log_target],
     "inner_max": [inner_max_context, inner_max_library],
     "dynat_loss": [dynat_loss_library_pieces, dynat_loss_library, dynat_loss_explicit_modes],
+    "detect_collapse": [collapse_library, collapse_numpy, collapse_torch_lower_median],
     "cw_margin": [margin_topk, margin_big_number, margin_library],
     "worst_case": [worst_case_reduce, worst_case_loop, worst_case_min],
     "straight_through": [ste_function, ste_rescaled],
@@ -429,6 +468,33 @@ def dynat_returns_tuple(guide, target, x, y, eps, step_size, steps, beta):
                               beta=beta, random_start=None)
 
 
+def _collapse_with(half=lambda s: s[len(s) // 2:], average=statistics.median,
+                   rule=lambda a, s: a >= 0.5 and s < 0.5, empty=False, skip_empty=True,
+                   epoch=lambda i, record: record["epoch"], verdicts=False):
+    """A detect_collapse with one thing changed (for the mistakes)."""
+    def detect(history):
+        out = []
+        for i, record in enumerate(history):
+            if not record["steps"] and skip_empty:
+                flagged = empty
+            else:
+                late = half(record["steps"])
+                flagged = rule(average([s["label_agreement"] for s in late]),
+                               average([s["logit_spread"] for s in late]))
+            if verdicts:
+                out.append(flagged)
+            elif flagged:
+                out.append(epoch(i, record))
+        return out
+    return detect
+
+
+def collapse_sorts_in_place(history):
+    for record in history:
+        record["steps"].sort(key=lambda s: s["logit_spread"])
+    return detect_collapse(history)
+
+
 def _margin_masked_by_zero(logits, y):
     one_hot = F.one_hot(y, logits.shape[1]).to(logits.dtype)
     return (logits * (1 - one_hot)).max(1).values - (logits * one_hot).sum(1)
@@ -544,6 +610,40 @@ MISTAKES = [
     ("dynat_loss", _dynat_with(beta_used=False), "not multiplied by beta"),
     ("dynat_loss", dynat_random_start, "no random start"),
     ("dynat_loss", dynat_returns_tuple, "returned a tuple"),
+    # detect_collapse
+    ("detect_collapse", _collapse_with(average=statistics.fmean), "the mean where the rule takes "
+     "the median"),
+    ("detect_collapse", _collapse_with(half=lambda s: s), "all of the epoch's samples"),
+    ("detect_collapse", _collapse_with(half=lambda s: s[:len(s) // 2] or s), "the first half"),
+    ("detect_collapse", _collapse_with(half=lambda s: s[-1:]), "only the last sample"),
+    ("detect_collapse", _collapse_with(half=lambda s: s[(len(s) + 1) // 2:]),
+     "epoch 6 has a single sample"),
+    ("detect_collapse", _collapse_with(half=lambda s: s[(len(s) + 1) // 2:] or [
+        {"label_agreement": 0.0, "logit_spread": 0.0}]), "with one sample the second half is "
+     "that sample"),
+    ("detect_collapse", _collapse_with(rule=lambda a, s: a >= 0.5 and s > 0.5),
+     "the spread comparison is reversed"),
+    ("detect_collapse", _collapse_with(rule=lambda a, s: a < 0.5 and s < 0.5),
+     "the agreement comparison is reversed"),
+    ("detect_collapse", _collapse_with(rule=lambda a, s: a > 0.5 and s < 0.5),
+     "a median agreement of exactly 0.5 counts"),
+    ("detect_collapse", _collapse_with(rule=lambda a, s: a >= 0.5 and s <= 0.5),
+     "a median spread of exactly 0.5 does not count"),
+    ("detect_collapse", _collapse_with(rule=lambda a, s: s < 0.5), "ignores the label agreement"),
+    ("detect_collapse", _collapse_with(rule=lambda a, s: a >= 0.5), "ignores the logit spread"),
+    ("detect_collapse", _collapse_with(rule=lambda a, s: not (a >= 0.5 and s < 0.5)),
+     "did NOT collapse"),
+    ("detect_collapse", _collapse_with(verdicts=True), "one bool per epoch"),
+    ("detect_collapse", lambda h: [diagnostics.is_collapsed(r["steps"]) for r in h],
+     "one bool per epoch"),
+    ("detect_collapse", _collapse_with(skip_empty=False), "empty steps list"),
+    ("detect_collapse", _collapse_with(empty=True), "empty steps list has no samples"),
+    ("detect_collapse", lambda h: [r["epoch"] for r in h if r["collapsed"]],
+     "no \"collapsed\" flag"),
+    ("detect_collapse", _collapse_with(epoch=lambda i, r: i), "positions in the list"),
+    ("detect_collapse", _collapse_with(epoch=lambda i, r: i + 1), "not a count from 1"),
+    ("detect_collapse", collapse_sorts_in_place, "changed the history"),
+    ("detect_collapse", lambda h: set(detect_collapse(h)), "must return a list"),
     # cw_margin
     ("cw_margin", lambda z, y: z.max(1).values - z.gather(1, y[:, None]).squeeze(1),
      "includes the true class"),
@@ -620,7 +720,7 @@ def test_mistake_is_rejected_with_a_message_that_names_it(name, fn, fragment, ca
 
 
 def test_every_exercise_has_two_variants_and_three_mistakes():
-    assert len(exercises.NAMES) == 12 and exercises.NAMES == tuple(exercises.TASKS)
+    assert len(exercises.NAMES) == 13 and exercises.NAMES == tuple(exercises.TASKS)
     for name in exercises.NAMES:
         assert len(CORRECT[name]) >= 2, name
         assert sum(n == name for n, _, _ in MISTAKES) >= 3, name
