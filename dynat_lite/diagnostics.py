@@ -90,6 +90,20 @@ def sample(step: int, target: nn.Module, x: torch.Tensor, y: torch.Tensor, out: 
     return {"step": step, **dict(zip(FIELDS[1:], values.tolist()))}
 
 
+def probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """The same measurements on a trained ``model`` and images ``x`` (e.g. test images), for a
+    model whose run recorded no diagnostics: its logit spread, clean accuracy, top-class share,
+    dead units, and how many classes it predicts at all. A collapsed target has a small spread
+    and few classes; a capped one (trained on labels that are often wrong) a spread like its
+    baselines' and most classes."""
+    features, logits = features_and_logits(model, x)
+    return {"logit_spread": logit_spread(logits).item(),
+            "clean_accuracy": (logits.argmax(1) == y).float().mean().item(),
+            "top_class_share": top_class_share(logits).item(),
+            "dead_units": dead_units(features).item(),
+            "classes_predicted": int(logits.argmax(1).unique().numel())}
+
+
 def is_collapsed(steps: list[dict]) -> bool:
     """The collapse rule (see the module's docstring) over one epoch's ``steps`` records: the
     samples of the epoch's second half (the last one if there is only one). False without

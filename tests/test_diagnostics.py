@@ -193,3 +193,19 @@ def test_compare_adds_pgd_at_with_dynats_start_beside_madrys():
         "dynat", "pgd_at_gauss", "pgd_at"]
     assert compare.like_with_like(["pgd_at", "trades"]) == ["pgd_at", "trades"]
     assert compare.like_with_like(["dynat", "trades"]) == ["dynat", "trades"]
+
+
+def test_probe_tells_a_flat_model_from_a_learning_one(batch):
+    x, y = batch
+    flat = models.create("small-cnn", 10).eval()
+    with torch.no_grad():
+        flat.fc.weight.zero_()
+        flat.fc.bias.copy_(torch.arange(10.0) / 100)
+    got = diagnostics.probe(flat, x, y)
+    assert got["classes_predicted"] == 1 and got["top_class_share"] == 1.0
+    assert got["logit_spread"] == pytest.approx(torch.arange(10.0).std().item() / 100)
+    assert got["clean_accuracy"] == pytest.approx((y == 9).float().mean().item())
+    spread = models.create("small-cnn", 10).eval()
+    with torch.no_grad():
+        spread.fc.weight.mul_(100)
+    assert diagnostics.probe(spread, x, y)["classes_predicted"] > 1
