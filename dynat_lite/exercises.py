@@ -685,8 +685,8 @@ _COLLAPSE_EPOCHS = (
      [0.95] * 6, [0.3, 0.3, 0.3, 0.1, 0.2, 3.0]),
     ("one sample of agreement 0 (collapsed: the median agreement is 0.6, the mean 0.43)",
      [0.9, 0.9, 0.9, 0.0, 0.6, 0.7], [0.1] * 6),
-    ("a learning target: good labels, large spread (not collapsed)",
-     [0.8, 0.85, 0.9, 0.9, 0.95, 0.97], [1.0, 2.0, 2.5, 3.0, 4.0, 5.0]),
+    ("a target that learns within the epoch: flat at first, a large spread in the second half "
+     "(not collapsed)", [0.8, 0.85, 0.9, 0.9, 0.95, 0.97], [0.2, 0.3, 0.4, 3.0, 4.0, 5.0]),
     ("a single sample (collapsed: with one sample, that one is the second half)",
      [0.9], [0.1]),
     ("a median agreement of exactly 0.5 (collapsed: AGREEMENT_MIN itself counts)",
@@ -736,7 +736,7 @@ def _collapse_mistakes(history) -> list[tuple[list[int] | None, str]]:
          "single large spread, a single wrong batch) would decide the verdict"),
         (dict(half=lambda s: s), "this reads all of the epoch's samples: the rule reads only "
          "the second half, steps[len(steps) // 2:], where the labels have had time to turn"),
-        (dict(half=lambda s: s[:len(s) // 2]), "this reads the first half of each epoch: the "
+        (dict(half=lambda s: s[:len(s) // 2] or s), "this reads the first half of each epoch: the "
          "rule reads the second half, steps[len(steps) // 2:]"),
         (dict(half=lambda s: s[-1:]), "this reads only the last sample of each epoch: the rule "
          "takes the median over the second half, steps[len(steps) // 2:]"),

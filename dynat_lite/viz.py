@@ -342,6 +342,74 @@ def history(records: Mapping[str, Sequence[Mapping]] | Sequence[Mapping], *,
                    legend=dict(title_text=""))
 
 
+#: The per-step diagnostics of a training run (``diagnostics.sample``): each field's panel
+#: title, its axis title (with the unit), and whether it is a share (drawn in percent).
+STEP_FIELDS = {
+    "label_agreement": ("training labels = ground truth", "labels = y (%)", True),
+    "logit_spread": ("logit spread (0: a flat output)", "std over classes (logit units)", False),
+    "clean_accuracy": ("clean accuracy on the batch", "accuracy (%)", True),
+    "top_class_share": ("batch predicted as the top class", "share of the batch (%)", True),
+    "adv_loss": ("the target's adversarial loss", "loss (nats)", False),
+    "dead_units": ("dead penultimate units", "zero on every image (%)", True),
+}
+
+
+def step_diagnostics(histories: Mapping[str, Sequence[Mapping]],
+                     fields: Sequence[str] = ("label_agreement", "logit_spread", "dead_units",
+                                              "adv_loss"), *,
+                     title: str = "Inside the target, step by step",
+                     thresholds: Mapping[str, float] | None = None) -> go.Figure:
+    """The per-step diagnostics of ``train.fit`` histories: one panel per field of ``fields``
+    (keys of :data:`STEP_FIELDS`), x = the optimizer step, one line per run in the same colour
+    in every panel.
+
+    ``histories`` maps a run's name to its history (per-epoch records); the points are the
+    records' ``steps`` lists, epoch after epoch (a record without ``steps`` adds none).
+    ``thresholds`` (field -> value, e.g. the collapse rule's) draws a dotted line in that
+    field's panel.
+    """
+    unknown = [f for f in fields if f not in STEP_FIELDS]
+    if unknown:
+        raise ValueError(f"Unknown diagnostic field(s) {unknown}. Valid: {', '.join(STEP_FIELDS)}.")
+    runs = dict(histories)
+    colors = series_colors(list(runs))
+    cols = 1 if len(fields) == 1 else 2
+    rows = -(-len(fields) // cols)
+    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.14,
+                        vertical_spacing=0.42 / rows,
+                        subplot_titles=[STEP_FIELDS[f][0] for f in fields])
+    for name, hist in runs.items():
+        samples = [(r["epoch"], s) for r in hist for s in r.get("steps") or []]
+        for i, field in enumerate(fields):
+            row, col = i // cols + 1, i % cols + 1
+            scale = 100 if STEP_FIELDS[field][2] else 1
+            fig.add_trace(go.Scatter(
+                x=[s["step"] for _, s in samples], y=[scale * s[field] for _, s in samples],
+                customdata=[e for e, _ in samples], name=name, legendgroup=name,
+                showlegend=i == 0,
+                hovertemplate=(f"{name}, step %{{x}} (epoch %{{customdata}}): "
+                               f"%{{y:.3g}}<extra></extra>"),
+                **_line_style(colors[name])), row=row, col=col)
+            fig.data[-1].marker.size = 5
+    for i, field in enumerate(fields):
+        row, col = i // cols + 1, i % cols + 1
+        label, axis, share = STEP_FIELDS[field]
+        if share:
+            _percent_axis(fig, axis, row=row, col=col)
+        else:
+            fig.update_yaxes(title_text=axis, rangemode="tozero", row=row, col=col)
+        if thresholds and field in thresholds:
+            value = thresholds[field]
+            fig.add_hline(y=(100 if share else 1) * value, row=row, col=col,
+                          line=dict(dash="dot", color=GREY, width=1.5),
+                          annotation_text=f"rule: {value:g}", annotation_position="top right",
+                          annotation_font=dict(size=CAPTION_SIZE, color=GREY))
+    fig.update_xaxes(title_text="optimizer step (mini-batch updates)", rangemode="tozero")
+    return _finish(fig, title, width=FIG_WIDTH, height=300 * rows, top_extra=30,
+                   legend=dict(title_text="", orientation="h", yanchor="bottom", y=1.0 + 0.1 / rows,
+                               x=0))
+
+
 def bar_comparison(results: Mapping[str, Mapping[str, float]], *,
                    title: str = "Accuracy by model and attack", xaxis: str = "model",
                    legend: str = "attack", yaxis: str = "accuracy (%)") -> go.Figure:

@@ -205,7 +205,15 @@ def test_probe_tells_a_flat_model_from_a_learning_one(batch):
     assert got["classes_predicted"] == 1 and got["top_class_share"] == 1.0
     assert got["logit_spread"] == pytest.approx(torch.arange(10.0).std().item() / 100)
     assert got["clean_accuracy"] == pytest.approx((y == 9).float().mean().item())
-    spread = models.create("small-cnn", 10).eval()
-    with torch.no_grad():
-        spread.fc.weight.mul_(100)
-    assert diagnostics.probe(spread, x, y)["classes_predicted"] > 1
+
+    class Linear(torch.nn.Module):  # a model whose predictions vary with its input
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3 * 32 * 32, 10)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1) - 0.5) * 10
+
+    torch.manual_seed(0)
+    varied = diagnostics.probe(Linear(), x, y)
+    assert varied["classes_predicted"] > 1 and varied["logit_spread"] > 1

@@ -830,3 +830,15 @@ def test_the_masked_models_zero_gradient_fractions():
     assert evaluate.zero_gradient_fraction(evaluate.Quantized(net, 4), x, y) == 1.0
     masked = exercises._PartlyMasked(copy.deepcopy(net))
     assert evaluate.zero_gradient_fraction(masked, x, y) == 3 / 8
+
+
+def test_collapse_history_separates_every_mistake_whatever_the_median():
+    history = exercises._collapse_history()
+    expected = exercises._collapse_rule(history)
+    assert expected == [r["epoch"] for r in history if diagnostics.is_collapsed(r["steps"])]
+    assert all("collapsed" not in r for r in history), "the function must apply the rule itself"
+    for median in (statistics.median_low, statistics.median_high, np.median,
+                   lambda v: torch.tensor(v).median().item()):
+        assert exercises._collapse_rule(history, average=median) == expected
+    answers = [tuple(a) for a, _ in exercises._collapse_mistakes(history)]
+    assert len(set(answers)) == len(answers) and tuple(expected) not in answers
