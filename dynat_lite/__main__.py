@@ -196,6 +196,8 @@ def train_config(args):
 def cmd_train(args) -> int:
     from . import distributed, train
 
+    if not args.out.strip():
+        raise ValueError("--out is empty: name the run folder (e.g. --out runs/dynat).")
     ctx = distributed.init()
     try:
         cfg = train_config(args)
@@ -251,9 +253,25 @@ def _run_dir(checkpoint) -> Path:
     return path.parent if path.suffix in (".pt", ".pth") else path
 
 
+def writable_file(path: str | Path) -> None:
+    """Raise an OSError now if ``path`` cannot be written (checked before the work, not after)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file name (e.g. {path}/eval.json).")
+    existed = path.exists()
+    with open(path, "a"):
+        pass
+    if not existed:
+        path.unlink()
+
+
 def cmd_evaluate(args) -> int:
     from . import data, evaluate, train
 
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}.")
+    if args.json:
+        writable_file(args.json)
     state = train.load_checkpoint(args.checkpoint)
     cfg = train.Config.from_dict(state["config"])
     device = train.resolve_device(args.device)
@@ -338,8 +356,27 @@ def _flag_value(argv: list[str], flag: str) -> str | None:
 
 
 def _dispatch(argv: list[str]) -> int:
-    """Run the command ``argv`` names; a user's error is one line on stderr."""
-    # bench and compare parse their own arguments.
+    """Run the command ``argv`` names. One error policy for every subcommand: the kit's own
+    errors -- a bad setting, dataset, checkpoint or pretrained model (exit 2), a run that failed
+    (diverged, folder in use, disk full, a file that cannot be written: exit 1) -- are one line
+    on stderr; a traceback means a bug."""
+    from .data import DatasetError, plain_reason
+    from .pretrained import PretrainedError
+    from .runs import CheckpointError, RunFolderError
+    from .train import TrainingDiverged
+
+    try:
+        return _command(argv)
+    except (ValueError, CheckpointError, DatasetError, PretrainedError) as err:
+        print(f"error: {plain_reason(err)}", file=sys.stderr)
+        return 2
+    except (RunFolderError, TrainingDiverged, OSError) as err:
+        print(f"error: {plain_reason(err)}", file=sys.stderr)
+        return 1
+
+
+def _command(argv: list[str]) -> int:
+    """The subcommand's own main (bench, study and compare parse their own arguments)."""
     if argv and argv[0] == "bench":
         from . import bench
 
@@ -350,26 +387,10 @@ def _dispatch(argv: list[str]) -> int:
         return study.main(argv[1:])
     if argv and argv[0] == "compare":
         import importlib
-        import importlib.util
 
-        if importlib.util.find_spec("dynat_lite.compare") is None:
-            print("error: `compare` is not available in this version of dynat-lite.",
-                  file=sys.stderr)
-            return 2
-        compare = importlib.import_module("dynat_lite.compare")
-        return compare.main(argv[1:]) or 0
+        return importlib.import_module("dynat_lite.compare").main(argv[1:]) or 0
     args = parser().parse_args(argv)
-    from .data import DatasetError, plain_reason
-    from .train import CheckpointError, RunFolderError, TrainingDiverged
-
-    try:
-        return {"train": cmd_train, "evaluate": cmd_evaluate}[args.command](args)
-    except (ValueError, CheckpointError, DatasetError) as err:
-        print(f"error: {plain_reason(err)}", file=sys.stderr)
-        return 2
-    except (RunFolderError, TrainingDiverged, OSError) as err:
-        print(f"error: {plain_reason(err)}", file=sys.stderr)
-        return 1
+    return {"train": cmd_train, "evaluate": cmd_evaluate}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,26 @@ DEFAULT_METHODS = ("dynat", "pgd_at", "pgd_at_gauss", "trades", "mart", "gairat"
                    "lbgat", "dynat_gairat")
 DEFAULT_ATTACKS = ("clean", "pgd20", "cw", "aa_fast")
 REPORT = "report.json"
+RESULTS = "results.json"  # the rows and the settings they were computed with
+
+
+def earlier_rows(out: Path, settings: dict) -> list[dict]:
+    """The rows an earlier ``compare`` into ``out`` wrote, if it used the same settings (its
+    methods then stay in the table beside the new ones); another comparison there raises."""
+    path = out / RESULTS
+    if not path.exists():
+        return []
+    try:
+        saved = json.loads(path.read_text())
+        same = json.loads(json.dumps(settings, default=str)) == saved["settings"]
+        rows = list(saved["rows"])
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} cannot be read ({err}); delete it (the trained models stay) "
+                         f"or choose another --out.") from err
+    if not same:
+        raise ValueError(f"{out} holds a comparison made with other settings "
+                         f"({saved['settings']}); choose another --out to keep both.")
+    return rows
 
 
 def method_config(name: str, profile: str, **overrides) -> train.Config:
@@ -80,10 +100,32 @@ def compare(method_names, *, profile: str = "cpu", out: str | Path, dataset: str
     are evaluated (None: all loaded).
     """
     out = Path(out)
+    if not list(method_names):
+        raise ValueError("No methods to compare: give --methods, e.g. dynat,pgd_at.")
+    for what, value, least in (("n_eval", n_eval, 1), ("n_check", n_check, 0)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < least):
+            raise ValueError(f"{what} must be an integer >= {least} (n_check 0: no sanity "
+                             f"checks), got {value!r}.")
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file, not a folder: name a folder.")
+    out.mkdir(parents=True, exist_ok=True)
+    with train.claim_run_folder(out):  # one compare per folder at a time
+        return _compare(method_names, profile=profile, out=out, dataset=dataset, seed=seed,
+                        n_eval=n_eval, attacks=attacks, n_check=n_check, overrides=overrides,
+                        progress=progress, log=log)
+
+
+def _compare(method_names, *, profile, out: Path, dataset, seed, n_eval, attacks, n_check,
+             overrides, progress, log) -> list[dict]:
+    """``compare`` in the folder it owns."""
     overrides = dict(overrides or {})
     if dataset is not None:
         overrides["dataset"] = dataset
     overrides["seed"] = seed
+    settings = {"profile": profile, "overrides": overrides, "n_eval": n_eval,
+                "attacks": list(attacks), "n_check": n_check}
+    earlier = earlier_rows(out, settings)
     names = like_with_like(method_names)
     if names != list(method_names):
         log("adding pgd_at_gauss: PGD-AT with DYNAT's attack start, beside Madry's uniform one")
@@ -92,7 +134,7 @@ def compare(method_names, *, profile: str = "cpu", out: str | Path, dataset: str
     data = data_lib.load(base.dataset, root=base.data_root, n_train=base.n_train,
                          n_test=base.n_test, seed=base.seed)
     n = len(data.y_test) if n_eval is None else min(n_eval, len(data.y_test))
-    rows = []
+    rows = [r for r in earlier if r["method"] not in names]  # an earlier call's, same settings
     for cfg in cfgs:
         folder = out / cfg.method
         log(f"== {cfg.method}: {methods.get(cfg.method).description}")
@@ -103,6 +145,8 @@ def compare(method_names, *, profile: str = "cpu", out: str | Path, dataset: str
                                  folder=folder, log=log)
         rows.append(row(cfg.method, result.history, report, start=cfg.random_start))
         write_outputs(rows, out)
+        (out / RESULTS).write_text(json.dumps({"settings": settings, "rows": rows}, indent=1,
+                                              default=str))
     return rows
 
 

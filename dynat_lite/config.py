@@ -185,7 +185,38 @@ def validate(cfg: Config) -> None:
             continue
         if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise ValueError(f"{what} must be a finite number >= 0, got {value!r}.")
+    for m in cfg.milestones:
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 < m < 1:
+            raise ValueError(f"milestones must be fractions of the run strictly between 0 and 1 "
+                             f"(the paper's: 0.75, 0.9), got {list(cfg.milestones)!r}.")
+    _validate_method_options(cfg)
     _validate_departures(cfg)
+
+
+#: Method settings with a sign or range (the others only need their default's type).
+_OPTION_RANGES = {"beta": (0.0, math.inf), "burn_in": (0.0, 1.0), "slope": (0.0, math.inf)}
+
+
+def _validate_method_options(cfg: Config) -> None:
+    """Each method setting has the type of its default (a number where the default is a
+    number, finite), and ``beta`` >= 0, ``burn_in`` in [0, 1]."""
+    defaults = methods.get(cfg.method).settings()
+    for name, value in cfg.method_options.items():
+        default = defaults.get(name)
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            if default is not None and not isinstance(value, type(default)):
+                raise ValueError(f"Method setting {name} of {cfg.method!r} must be a "
+                                 f"{type(default).__name__} (like its default {default!r}), "
+                                 f"got {value!r}.")
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            raise ValueError(f"Method setting {name} of {cfg.method!r} must be a finite number "
+                             f"(default {default!r}), got {value!r}.")
+        low, high = _OPTION_RANGES.get(name, (-math.inf, math.inf))
+        if not low <= value <= high:
+            raise ValueError(f"Method setting {name} of {cfg.method!r} must be in "
+                             f"[{low:g}, {high:g}], got {value!r}.")
 
 
 def _validate_departures(cfg: Config) -> None:

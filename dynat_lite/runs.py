@@ -267,7 +267,8 @@ def _check_consistent(path: Path, state: dict) -> None:
 
 def load_weights(net: nn.Module, weights, path: str | Path, part: str) -> None:
     """``net.load_state_dict(weights)``, or a one-line CheckpointError saying what does not
-    fit (a missing key, a size mismatch) instead of PyTorch's multi-line traceback."""
+    fit (a missing key, a size mismatch) instead of PyTorch's multi-line traceback, or that
+    some weights are NaN or infinite (never evaluated or trained on)."""
     try:
         net.load_state_dict(weights)
     except (RuntimeError, TypeError, AttributeError, KeyError, ValueError) as err:
@@ -276,6 +277,13 @@ def load_weights(net: nn.Module, weights, path: str | Path, part: str) -> None:
         raise CheckpointError(f"{path} is not a consistent dynat-lite checkpoint: its {part} "
                               f"weights do not fit the network its config names "
                               f"({detail}).") from err
+    bad = [name for name, t in net.state_dict().items()
+           if torch.is_floating_point(t) and not bool(t.isfinite().all())]
+    if bad:
+        raise CheckpointError(f"{path} holds {part} weights that are not finite numbers (NaN or "
+                              f"inf in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}): the "
+                              f"run that wrote it diverged. Use an earlier checkpoint or train "
+                              f"again.")
 
 
 def _run_folders_near(folder: Path, most: int = 5) -> list[Path]:

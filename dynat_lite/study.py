@@ -16,15 +16,19 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import data as data_lib
 from . import diagnostics, train
+from . import runs as runs_lib
 from .evaluate import ATTACK_TITLES, robustness_report
 
 HISTORY, FINAL, SUMMARY = "history.json", "final.json", "summary"
+FAILED = "failed.json"  # runs of the last call that failed, and why
 
 
 @dataclass(frozen=True)
@@ -222,13 +226,26 @@ def run_study(name: str, out: str | Path, *, dataset: str | None = None,
     ``out``, resuming what is there; then write the summary. Returns the summary rows.
     ``extra=False`` leaves the study's costlier attacks for a later call."""
     study, out = get(name), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    unknown = sorted(set(only or ()) - {r.name for r in study.runs})
+    if unknown:
+        raise ValueError(f"Study {name!r} has no run(s) {', '.join(unknown)}; its runs: "
+                         f"{', '.join(r.name for r in study.runs)}.")
     cfgs = {r.name: study.config(r, dataset) for r in study.runs}
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file, not a folder: name a folder for the "
+                                 f"study.")
+    out.mkdir(parents=True, exist_ok=True)
+    with runs_lib.claim_run_folder(out):  # one study process per folder
+        return _run_claimed(study, out, cfgs, only, extra, log)
+
+
+def _run_claimed(study: Study, out: Path, cfgs: dict, only, extra: bool, log) -> list[dict]:
     (out / "study.json").write_text(json.dumps(
         {"study": study.name, "question": study.question, "budget": study.budget,
          "runs": {k: c.to_dict() for k, c in cfgs.items()}}, indent=1, default=str))
     runs = [r for r in study.runs if only is None or r.name in only]
     loaded = {}  # seed -> dataset: the training subset depends on the seed, not on the method
+    failed = {}  # run name -> why it failed
     for run in runs:
         cfg = cfgs[run.name]
         if cfg.seed not in loaded:
@@ -236,10 +253,16 @@ def run_study(name: str, out: str | Path, *, dataset: str | None = None,
                                              n_test=cfg.n_test, seed=cfg.seed)
         data = loaded[cfg.seed]
         folder = out / run.name
-        if not (folder / FINAL).exists():
-            train_and_evaluate(study, run, cfg, folder, data, log=log)
-        if extra and run.seed in study.extra_seeds:
-            evaluate_extra(study, cfg, folder, data, log=log)
+        try:
+            if not (folder / FINAL).exists():
+                train_and_evaluate(study, run, cfg, folder, data, log=log)
+            if extra and run.seed in study.extra_seeds:
+                evaluate_extra(study, cfg, folder, data, log=log)
+        except (train.TrainingDiverged, runs_lib.CheckpointError, json.JSONDecodeError,
+                KeyError) as err:  # this run failed: say so, record it, go on with the others
+            log(f"{run.name}: FAILED: {' '.join(str(err).split())}")
+            failed[run.name] = f"{type(err).__name__}: {' '.join(str(err).split())}"
+    (out / FAILED).write_text(json.dumps(failed, indent=1))
     rows = summarize(out)
     write_summary(rows, out)
     return rows
@@ -331,9 +354,15 @@ def summarize(out: str | Path) -> list[dict]:
     rows = []
     for folder in sorted(Path(out).iterdir()):
         if (folder / FINAL).exists() and (folder / HISTORY).exists():
-            rows.append(run_row(json.loads((folder / HISTORY).read_text()),
-                                json.loads((folder / FINAL).read_text()),
-                                configs[folder.name]["n_eval"]))
+            try:
+                rows.append(run_row(json.loads((folder / HISTORY).read_text()),
+                                    json.loads((folder / FINAL).read_text()),
+                                    configs[folder.name]["n_eval"]))
+            except (json.JSONDecodeError, KeyError, TypeError, IndexError) as err:
+                warnings.warn(f"{folder.name} is left out of the summary: its {HISTORY} or "
+                              f"{FINAL} cannot be read ({type(err).__name__}: {err}); delete "
+                              f"the folder's {FINAL} to train and evaluate it again.",
+                              stacklevel=2)
     return rows
 
 
@@ -433,7 +462,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = run_study(args.name, args.out, dataset=args.dataset, only=only,
                      extra=not args.skip_extra, log=lambda s: print(s, flush=True))
     print(markdown(rows))
-    return 0
+    failed = json.loads((Path(args.out) / FAILED).read_text())
+    for run, why in failed.items():
+        print(f"error: run {run} failed: {why}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 # ---------------------------------------------------------------------------------- evidence
