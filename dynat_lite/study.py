@@ -634,15 +634,15 @@ def strong_guide_evidence(rows: list[dict], robust: str = "pgd20") -> list[dict]
     strong from the first step (two departures from the paper, one at a time) against static
     labels and PGD-AT with both starts, by the rule of ``clean_at_comparable_robustness``."""
     out = []
-    for name, how in (("dynat_guide_init", "a guide pre-trained alone"),
-                      ("dynat_label_warmup", "y for the first steps")):
+    for key, name, how in (("6a", "dynat_guide_init", "a guide pre-trained alone"),
+                           ("6b", "dynat_label_warmup", "y for the first steps")):
         if not _group(rows, name):
             continue
         present = tuple(b for b in _LIKE_BASELINES if _group(rows, b[0]))
         measured, verdict = clean_at_comparable_robustness(rows, name, present, robust)
-        out.append({"claim": f"2, strong guide ({how}; not the paper's recipe). DYNAT reaches "
-                             f"higher clean accuracy than static labels and PGD-AT at "
-                             f"comparable robustness",
+        out.append({"claim": f"{key}. Claim 2 where the guide is strong ({how}; not the "
+                             f"paper's recipe): DYNAT reaches higher clean accuracy than static "
+                             f"labels and PGD-AT at comparable robustness",
                     "measured": measured + " (points, DYNAT minus baseline, mean of seeds)",
                     "verdict": verdict})
     return out
@@ -682,8 +682,10 @@ def steps_evidence(rows: list[dict], hist: dict[str, list[dict]], robust: str = 
         if not run.startswith("dynat-s"):
             continue
         t = collapse_trace(history)
-        out.append({"claim": f"DYNAT's target collapses in the weak-label phase under the "
-                             f"authors' recipe and all 50,000 images ({run})",
+        key = "5" + "abcdefgh"[int(run.rsplit("-s", 1)[1]) % 8]
+        out.append({"claim": f"{key}. ({run}; the kit's question, not the paper's claim) DYNAT's "
+                             f"target collapses in the weak-label phase under the authors' "
+                             f"recipe and all 50,000 training images",
                     "measured": (f"labels agree with y on half the batch from step "
                                  f"{t['labels_half_right_at']}; logit spread first >= "
                                  f"{diagnostics.SPREAD_MAX} at step "
@@ -696,9 +698,9 @@ def steps_evidence(rows: list[dict], hist: dict[str, list[dict]], robust: str = 
         present = tuple(b for b in _LIKE_BASELINES if _group(rows, b[0]))
         if present:
             measured, verdict = clean_at_comparable_robustness(rows, "dynat", present, robust)
-            out.append({"claim": "2, the paper's first epochs. DYNAT reaches higher clean "
-                                 "accuracy than static labels and PGD-AT at comparable "
-                                 "robustness",
+            out.append({"claim": "5c. Claim 2 after the paper's first two epochs: DYNAT "
+                                 "reaches higher clean accuracy than static labels and PGD-AT "
+                                 "at comparable robustness",
                         "measured": measured + " (points, DYNAT minus baseline, mean of seeds)",
                         "verdict": verdict})
     return out

@@ -48,11 +48,15 @@ WRONG_MARK = "✗"
 
 #: One colour per method (and for the clean, unattacked series) in every panel and figure,
 #: none of them RIGHT or WRONG. Chosen so that the series drawn together (clean and the three
-#: objectives of lesson 02; standard, PGD-AT and DYNAT of lesson 03) stay apart for
-#: deuteranopia and protanopia. Series names are matched by :func:`method_of`:
-#: "CE to ground truth (PGD-AT)" and "pgd_at" are both PGD-AT.
+#: objectives of lesson 02; standard, PGD-AT, PGD-AT with DYNAT's start and DYNAT of lesson 03;
+#: DYNAT and DYNAT with static labels) stay apart for deuteranopia and protanopia. Series names
+#: are matched by :func:`method_of`: "CE to ground truth (PGD-AT)" and "pgd_at" are both PGD-AT.
+#: PGD-AT with DYNAT's start (``pgd_at_gauss``) and DYNAT with static labels (``dynat_static``)
+#: train their targets alike, so they share a colour; black, as the clean series, which is never
+#: drawn beside a method.
 METHOD_COLORS = {"DYNAT": SKY, "PGD-AT": ORANGE, "TRADES": GREEN, "standard": GREY,
-                 "clean": BLACK}
+                 "clean": BLACK, "pgd_at_gauss": BLACK, "PGD-AT, DYNAT's start": BLACK,
+                 "dynat_static": BLACK, "DYNAT, static labels": BLACK}
 
 # Second, colour-free cues, tied to the colour so that they too stay the same across figures.
 SYMBOLS = {BLUE: "circle", VERMILLION: "square", PURPLE: "triangle-down", SKY: "diamond",
@@ -405,9 +409,10 @@ def step_diagnostics(histories: Mapping[str, Sequence[Mapping]],
                           annotation_text=f"rule: {value:g}", annotation_position="top right",
                           annotation_font=dict(size=CAPTION_SIZE, color=GREY))
     fig.update_xaxes(title_text="optimizer step (mini-batch updates)", rangemode="tozero")
-    return _finish(fig, title, width=FIG_WIDTH, height=300 * rows, top_extra=30,
-                   legend=dict(title_text="", orientation="h", yanchor="bottom", y=1.0 + 0.1 / rows,
-                               x=0))
+    plot_h = 300 * rows - 20  # px: the figure's height below the title, less the margin
+    return _finish(fig, title, width=FIG_WIDTH, height=plot_h + 100, top_extra=30, bottom=100,
+                   legend=dict(title_text="", orientation="h", yanchor="top",
+                               y=-64 / plot_h, x=0))  # below the x axis' title
 
 
 def bar_comparison(results: Mapping[str, Mapping[str, float]], *,

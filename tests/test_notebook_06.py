@@ -35,6 +35,8 @@ def test_lesson_06_derives_asks_and_cites_only_the_project():
     grade_ids = [c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells]
     assert {"zero_grad_fraction", "straight_through"} <= set(grade_ids)
     assert "lesson 07" in text.lower(), "the paper's claims point to what the kit measured"
+    assert "[arXiv:2408.13102](https://arxiv.org/abs/2408.13102)" in nb.cells[0].source
+    assert "pgd_at_gauss" in text and "uniform" in text, "which start each PGD-AT uses"
 
 
 @pytest.mark.notebook
@@ -50,7 +52,20 @@ def test_lesson_06_runs_and_tells_its_story(tmp_path, monkeypatch):
         parameters=dict(PROFILE="smoke", DATASET="synthetic", DEVICE="cpu", SEED=0,
                         OUT_DIR=str(out_dir), MODELS_DIR=str(tmp_path / "models")))
     r = json.loads((out_dir / "results.json").read_text())
-    assert [row["method"] for row in r["comparison"]] == ["pgd_at", "trades", "dynat"]
+    # compare puts PGD-AT from DYNAT's start beside Madry's, since DYNAT is compared
+    assert [row["method"] for row in r["comparison"]] == ["pgd_at", "pgd_at_gauss", "trades",
+                                                          "dynat"]
+    assert {row["method"]: row["start"] for row in r["comparison"]} == {
+        "pgd_at": "uniform", "pgd_at_gauss": "gaussian", "trades": "gaussian",
+        "dynat": "gaussian"}
+    # which targets collapsed, per epoch, from the histories (smoke: a sample after every step)
+    for rows, table in ((r["comparison"], r["collapse"]), (r["ablations"], r["ablation_collapse"])):
+        assert list(table) == [row["method"] for row in rows]
+        for row in rows:
+            entry = table[row["method"]]
+            assert entry["epochs"] == 1 and entry["samples"] == 4  # 256 images, batches of 64
+            assert set(entry["collapsed_epochs"]) <= {1}
+            assert (row["collapsed"] == "yes") == (entry["collapsed_epochs"] == [1])
     assert {row["method"] for row in r["ablations"]} >= {"dynat", "dynat_static", "dynat_soft",
                                                          "dynat_kl", "dynat_mse", "dynat_gairat"}
     for row in r["comparison"] + r["ablations"]:

@@ -149,6 +149,7 @@ def test_strong_guide_and_steps_verdicts_follow_the_numbers():
     learning[0]["collapsed"] = False
     items = study.steps_evidence(rows_for(), {"dynat-s0": collapsed, "dynat-s1": learning})
     assert [e["verdict"] for e in items[:2]] == ["collapses", "does not collapse"]
+    assert [e["claim"].split(".")[0] for e in items] == ["5a", "5b", "5c"]
     assert "first >= 0.5 at step 6" in items[1]["measured"]
     assert items[2]["verdict"] == "supported"
 

@@ -290,7 +290,28 @@ def catalogue(record, images) -> dict[str, go.Figure]:
                                            CLASSES, truth=2, label=3),
         "sweep": viz.sweep([1, 2, 3], {n: [.9, .5, .2] for n in objectives},
                            xaxis="PGD steps (count)", title="More steps, a stronger attack"),
+        "step_diagnostics": viz.step_diagnostics(
+            {"DYNAT": step_history(True), "DYNAT, static labels": step_history(False)},
+            thresholds={"label_agreement": .5, "logit_spread": .5}),
     }
+
+
+def step_history(collapses: bool, epochs: int = 2, per_epoch: int = 8) -> list[dict]:
+    """A fake train.fit history with per-step diagnostics every 2 steps (and at step 1)."""
+    history = []
+    for e in range(epochs):
+        steps = [k for k in range(e * per_epoch + 1, (e + 1) * per_epoch + 1)
+                 if k == 1 or k % 2 == 0]
+        samples = []
+        for k in steps:
+            t = k / (epochs * per_epoch)
+            samples.append({"step": k, "label_agreement": min(1, .1 + t) if collapses else 1.0,
+                            "logit_spread": (6 * (1 - t) if collapses else 2 + t),
+                            "clean_accuracy": .5, "top_class_share": .9 if collapses else .2,
+                            "adv_loss": 2.3 if collapses else 1.5,
+                            "dead_units": .6 * t if collapses else 0.0})
+        history.append({"epoch": e + 1, "steps": samples})
+    return history
 
 
 @pytest.fixture
@@ -311,7 +332,8 @@ def test_right_and_wrong_stay_apart_for_colour_blind_readers():
 
 def test_methods_drawn_together_stay_apart_for_colour_blind_readers():
     together = [("clean", "DYNAT", "PGD-AT", "TRADES"),  # lesson 02: the PGD explorer's bars
-                ("standard", "PGD-AT", "DYNAT")]         # lesson 03: the training history
+                ("standard", "PGD-AT", "PGD-AT, DYNAT's start", "DYNAT"),  # lesson 03's history
+                ("DYNAT", "DYNAT, static labels")]       # lesson 03: the step diagnostics
     for names in together:
         for a, b in itertools.combinations(names, 2):
             for kind in ("deuteranopia", "protanopia"):
@@ -546,3 +568,34 @@ def test_a_long_label_record_is_thinned_so_that_every_cell_keeps_its_glyph():
     assert f"{len(shown)} of the {n} records" in title(fig)
     few = viz.label_flips(steps[:50], labels[:50], truth, CLASSES)
     assert list(few.data[0].x) == steps[:50] and "records" not in title(few)
+
+
+def test_step_diagnostics_draws_a_line_per_run_and_field_over_the_steps():
+    histories = {"DYNAT": step_history(True), "DYNAT, static labels": step_history(False),
+                 "trained before the diagnostics": [{"epoch": 1}, {"epoch": 2, "steps": []}]}
+    fields = ("label_agreement", "logit_spread", "dead_units", "adv_loss", "top_class_share")
+    fig = viz.step_diagnostics(histories, fields, thresholds={"logit_spread": 0.5})
+    lines = [t for t in fig.data if isinstance(t, go.Scatter)]
+    assert len(lines) == len(histories) * len(fields)
+    steps = [s["step"] for r in histories["DYNAT"] for s in r["steps"]]
+    assert steps[:3] == [1, 2, 4] and steps[-1] == 16
+    for name, hist in histories.items():
+        mine = [t for t in lines if t.name == name]
+        assert len(mine) == len(fields) and sum(bool(t.showlegend) for t in mine) == 1
+        assert len({t.line.color for t in mine}) == 1, "one colour per run in every panel"
+        expected = [s["step"] for r in hist for s in r.get("steps") or []]
+        for trace, field in zip(mine, fields):
+            assert list(trace.x) == expected
+            scale = 100 if viz.STEP_FIELDS[field][2] else 1
+            assert list(trace.y) == pytest.approx(
+                [scale * s[field] for r in hist for s in r.get("steps") or []])
+    dynat = [t for t in lines if t.name == "DYNAT"]
+    assert {t.line.color for t in dynat} == {viz.METHOD_COLORS["DYNAT"]}
+    assert list(dynat[0].customdata) == [s_epoch for r in histories["DYNAT"]
+                                         for s_epoch in [r["epoch"]] * len(r["steps"])]
+    titles = [a.text for a in fig.layout.annotations]
+    assert [viz.STEP_FIELDS[f][0] for f in fields] == titles[:len(fields)]
+    assert "rule: 0.5" in titles and len(fig.layout.shapes) == 1  # the threshold line
+    assert len({t.xaxis for t in lines}) == len(fields), "one panel per field"
+    with pytest.raises(ValueError, match="logit_spread"):
+        viz.step_diagnostics(histories, ("spread",))
