@@ -30,7 +30,9 @@ The collapse rule (:func:`is_collapsed`), fixed here and the same for every meth
 is at least ``AGREEMENT_MIN`` (the labels carry the classes) while the median logit spread is
 below ``SPREAD_MAX`` (the target's output stays nearly flat). ``SPREAD_MAX`` was set from runs of
 the kit (the numbers are in the lesson on DYNAT training): a collapsed target's spread stays
-well below it, a learning one's rises well above it within its first epoch.
+well below it, a learning one's rises well above it within its first epoch. The training loop
+flags an epoch only once the run has had ``MIN_STEPS`` optimizer steps (``epoch_collapsed``):
+before that every target is still flat, and "not started yet" cannot be told from "stopped".
 
 This module imports torch only; the training loop (``train``) calls it.
 """
@@ -43,6 +45,7 @@ import torch.nn as nn
 
 AGREEMENT_MIN = 0.5
 SPREAD_MAX = 0.5
+MIN_STEPS = 20
 FIELDS = ("step", "label_agreement", "logit_spread", "clean_accuracy", "top_class_share",
           "adv_loss", "dead_units")
 
@@ -116,6 +119,12 @@ def is_collapsed(steps: list[dict]) -> bool:
     return agreement >= AGREEMENT_MIN and spread < SPREAD_MAX
 
 
+def epoch_collapsed(steps: list[dict]) -> bool:
+    """The training loop's flag: :func:`is_collapsed`, for an epoch that ends at step
+    ``MIN_STEPS`` or later (an earlier one is never flagged)."""
+    return bool(steps) and steps[-1]["step"] >= MIN_STEPS and is_collapsed(steps)
+
+
 def describe(record: dict) -> str:
     """A few words on an epoch's record for the epoch line: empty unless it collapsed."""
     if not record.get("collapsed"):
@@ -128,5 +137,6 @@ def describe(record: dict) -> str:
 
 
 def collapsed_epochs(history: list[dict]) -> list[int]:
-    """The epochs of ``history`` flagged as collapsed."""
-    return [h["epoch"] for h in history if h.get("collapsed")]
+    """The epochs of ``history`` that the rule flags (computed from each record's ``steps``
+    with :func:`epoch_collapsed`, so the rule of this version is applied to any history)."""
+    return [h["epoch"] for h in history if epoch_collapsed(h.get("steps", []))]

@@ -727,7 +727,7 @@ def _collapse_rule(history, half=lambda s: s[len(s) // 2:], average=None, agree=
     return out
 
 
-def _collapse_mistakes(history) -> list[tuple[list[int] | None, str]]:
+def _collapse_mistakes(history) -> list[tuple[list[int], str]]:
     """(the epochs a mistaken rule returns, the message naming the mistake)."""
     mean = statistics.fmean
     A, S = diagnostics.AGREEMENT_MIN, diagnostics.SPREAD_MAX
@@ -803,7 +803,7 @@ def _call_detect(detect_collapse, history, what: str, hint: str = ""):
 def _check_detect_collapse(detect_collapse) -> str:
     history = _collapse_history()
     expected = _collapse_rule(history)
-    one = [r["epoch"] for r, e in zip(history, _COLLAPSE_EPOCHS) if len(e[1]) == 1][0]
+    one = next(r["epoch"] for r, e in zip(history, _COLLAPSE_EPOCHS) if len(e[1]) == 1)
     out = _call_detect(detect_collapse, history, f"a history of {len(history)} epochs",
                        hint=f" (epoch {one} has a single sample: its second half, "
                             f"steps[len(steps) // 2:], is that sample)")

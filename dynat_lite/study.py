@@ -339,9 +339,9 @@ def run_row(history: list[dict], final: dict, n_eval: int) -> dict:
         row.update(last_train_pgd=history[-1]["train_pgd"],
                    train_pgd_at_best=history[best]["train_pgd"])
     row["train_seconds"] = sum(h.get("train_seconds", 0.0) for h in history)
-    measured = "collapsed" in history[-1]  # histories written before the diagnostics lack it
+    measured = bool(history[-1].get("steps"))  # histories written before the diagnostics
     row["collapsed"] = ("not measured" if not measured else
-                        "yes" if history[-1]["collapsed"] else "no")
+                        "yes" if diagnostics.epoch_collapsed(history[-1]["steps"]) else "no")
     row["collapsed_epochs"] = " ".join(map(str, diagnostics.collapsed_epochs(history)))
     row["label_agreement"] = history[-1].get("label_agreement", 1.0)
     return row

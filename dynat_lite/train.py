@@ -429,7 +429,7 @@ def _fit(cfg: Config, device: torch.device, *, out, dataset, progress, on_epoch)
         record = {"epoch": epoch + 1,
                   **train_epoch(cfg, nets, optimizer, batches, epoch, progress)}
         check_finite(record, nets, ckpt)
-        record["collapsed"] = diagnostics.is_collapsed(record["steps"])
+        record["collapsed"] = diagnostics.epoch_collapsed(record["steps"])
         record["train_seconds"] = time.perf_counter() - t0
         record["images_per_second"] = len(batches) * cfg.batch_size / record["train_seconds"]
         record.update(eval_epoch(cfg, nets, x_eval, y_eval))

@@ -374,7 +374,8 @@ def step_diagnostics(histories: Mapping[str, Sequence[Mapping]],
     """
     unknown = [f for f in fields if f not in STEP_FIELDS]
     if unknown:
-        raise ValueError(f"Unknown diagnostic field(s) {unknown}. Valid: {', '.join(STEP_FIELDS)}.")
+        raise ValueError(f"Unknown diagnostic field(s) {unknown}. Valid: "
+                         f"{', '.join(STEP_FIELDS)}.")
     runs = dict(histories)
     colors = series_colors(list(runs))
     cols = 1 if len(fields) == 1 else 2
@@ -384,6 +385,8 @@ def step_diagnostics(histories: Mapping[str, Sequence[Mapping]],
                         subplot_titles=[STEP_FIELDS[f][0] for f in fields])
     for name, hist in runs.items():
         samples = [(r["epoch"], s) for r in hist for s in r.get("steps") or []]
+        style = _line_style(colors[name])
+        style["marker"]["size"] = 5  # many samples: smaller markers than the epoch curves'
         for i, field in enumerate(fields):
             row, col = i // cols + 1, i % cols + 1
             scale = 100 if STEP_FIELDS[field][2] else 1
@@ -393,11 +396,10 @@ def step_diagnostics(histories: Mapping[str, Sequence[Mapping]],
                 showlegend=i == 0,
                 hovertemplate=(f"{name}, step %{{x}} (epoch %{{customdata}}): "
                                f"%{{y:.3g}}<extra></extra>"),
-                **_line_style(colors[name])), row=row, col=col)
-            fig.data[-1].marker.size = 5
+                **style), row=row, col=col)
     for i, field in enumerate(fields):
         row, col = i // cols + 1, i % cols + 1
-        label, axis, share = STEP_FIELDS[field]
+        _, axis, share = STEP_FIELDS[field]
         if share:
             _percent_axis(fig, axis, row=row, col=col)
         else:
@@ -409,7 +411,7 @@ def step_diagnostics(histories: Mapping[str, Sequence[Mapping]],
                           annotation_text=f"rule: {value:g}", annotation_position="top right",
                           annotation_font=dict(size=CAPTION_SIZE, color=GREY))
     fig.update_xaxes(title_text="optimizer step (mini-batch updates)", rangemode="tozero")
-    plot_h = 300 * rows - 20  # px: the figure's height below the title, less the margin
+    plot_h = 300 * rows - 20  # px: the plot area's height (the legend goes in the margin below)
     return _finish(fig, title, width=FIG_WIDTH, height=plot_h + 100, top_extra=30, bottom=100,
                    legend=dict(title_text="", orientation="h", yanchor="top",
                                y=-64 / plot_h, x=0))  # below the x axis' title

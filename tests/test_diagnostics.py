@@ -89,6 +89,19 @@ def test_the_collapse_rule_reads_the_second_half_of_the_epoch_with_medians():
     assert diagnostics.is_collapsed(_steps([0.9], [0.1]))  # one sample: that one
 
 
+def test_the_training_loop_flags_no_epoch_before_min_steps():
+    def epoch(last_step):
+        return [{"step": last_step - 1, "label_agreement": 1.0, "logit_spread": 0.1},
+                {"step": last_step, "label_agreement": 1.0, "logit_spread": 0.1}]
+
+    assert not diagnostics.epoch_collapsed(epoch(diagnostics.MIN_STEPS - 1))
+    assert diagnostics.epoch_collapsed(epoch(diagnostics.MIN_STEPS))
+    assert not diagnostics.epoch_collapsed([])
+    history = [{"epoch": 1, "steps": epoch(10)}, {"epoch": 2, "steps": epoch(40)},
+               {"epoch": 3, "steps": []}]
+    assert diagnostics.collapsed_epochs(history) == [2]
+
+
 # ----------------------------------------------------------------------- inside the training
 def test_diagnostics_leave_the_run_bit_identical_and_record_every_kth_step(tiny_data):
     on = train.fit(_tiny(diagnose_every=2), dataset=tiny_data, progress=False)

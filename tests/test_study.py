@@ -139,7 +139,7 @@ def test_strong_guide_and_steps_verdicts_follow_the_numbers():
         rows_for(guided=(0.40, 0.30)))} == {"not supported"}
 
     def history(spreads):
-        return [{"epoch": 1, "steps": [{"step": 5 * i + 1, "label_agreement": 0.9,
+        return [{"epoch": 1, "steps": [{"step": 5 * i + 21, "label_agreement": 0.9,
                                         "logit_spread": s, "dead_units": 0.1}
                                        for i, s in enumerate(spreads)]}]
 
@@ -150,7 +150,7 @@ def test_strong_guide_and_steps_verdicts_follow_the_numbers():
     items = study.steps_evidence(rows_for(), {"dynat-s0": collapsed, "dynat-s1": learning})
     assert [e["verdict"] for e in items[:2]] == ["collapses", "does not collapse"]
     assert [e["claim"].split(".")[0] for e in items] == ["5a", "5b", "5c"]
-    assert "first >= 0.5 at step 6" in items[1]["measured"]
+    assert "first >= 0.5 at step 26" in items[1]["measured"]
     assert items[2]["verdict"] == "supported"
 
 
