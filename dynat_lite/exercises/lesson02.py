@@ -1,0 +1,62 @@
+"""The checkers of lesson 02's exercises (trades_kl, inner_max)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .. import methods
+from .lesson00 import _check_pgd_like
+from .support import (_Watch, _call, _require)
+
+
+def _kl_pair():
+    g = torch.Generator().manual_seed(8)
+    adv = (2 * torch.randn(5, 7, generator=g, dtype=torch.float64)).requires_grad_(True)
+    clean = (2 * torch.randn(5, 7, generator=g, dtype=torch.float64)).requires_grad_(True)
+    return adv, clean
+
+
+def _check_trades_kl(trades_kl) -> str:
+    adv, clean = _kl_pair()
+    n, c = adv.shape
+    reference = methods._kl(adv, F.softmax(clean, 1))
+    watch = _Watch({}, {"logits_adv": adv, "logits_clean": clean})
+    out = _call(trades_kl, adv, clean)
+    watch.inputs_untouched("trades_kl")
+    _require(torch.is_tensor(out), f"trades_kl must return a tensor (the loss), got "
+                                   f"{type(out).__name__}: do not call .item()")
+    _require(tuple(out.shape) != (n,), "trades_kl returns one value per example: average them "
+                                       "over the batch")
+    _require(out.dim() == 0, f"trades_kl must return a scalar, got shape {tuple(out.shape)}: "
+                             f"sum over the classes, average over the batch")
+    _require(out.requires_grad, "trades_kl's result carries no gradient: TRADES minimizes it, "
+                                "so keep the graph (no .detach(), no torch.no_grad())")
+    value, ref = float(out.detach()), float(reference.detach())
+    p_clean, p_adv = F.softmax(clean, 1), F.softmax(adv, 1)
+    reverse = float((p_adv * (p_adv.log() - p_clean.log())).sum(1).mean().detach())
+    _require(not math.isclose(value, reverse, rel_tol=1e-6),
+             "this is KL(p_adv ‖ p_clean), the wrong direction: TRADES uses KL(p_clean ‖ p_adv) "
+             "= Σ p_clean (log p_clean − log p_adv) (F.kl_div(log_input, target) computes "
+             "KL(target ‖ input))")
+    _require(not math.isclose(value, n * ref, rel_tol=1e-6),
+             "the KL is summed over the batch: average it over the examples (reduction="
+             "'batchmean', not 'sum')")
+    _require(not math.isclose(value, ref / c, rel_tol=1e-6),
+             "the KL is averaged over the classes too: sum over the classes, average over the "
+             "batch only (reduction='batchmean', not 'mean')")
+    _require(math.isclose(value, ref, rel_tol=1e-6, abs_tol=1e-12),
+             "the value is not KL(softmax(logits_clean) ‖ softmax(logits_adv)) summed over "
+             "classes and averaged over the batch")
+    grad, = torch.autograd.grad(out, adv)
+    ref_grad, = torch.autograd.grad(reference, adv)
+    _require(torch.allclose(grad, ref_grad, atol=1e-9),
+             "the value is right but its gradient with respect to logits_adv is not that of the "
+             "KL: compute it from logits_adv with differentiable operations")
+    return ("KL(p_clean ‖ p_adv), summed over classes and averaged over the batch, with its "
+            "gradient (equal to the TRADES term of dynat_lite.methods)")
+
+
+def _check_inner_max(inner_max) -> str:
+    return _check_pgd_like("inner_max", inner_max, train_mode=True)
