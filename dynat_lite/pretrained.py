@@ -31,12 +31,15 @@ from pathlib import Path
 import torch.nn as nn
 
 from . import fast, models
+from .config import resolve_device
 
 #: The folder of shipped weights and their manifest (inside the package).
 FOLDER = Path(__file__).resolve().parent / "weights" / "pretrained"
 MANIFEST = "manifest.json"
 #: The environment variable naming the download cache, and the cache used when it is unset.
 CACHE_ENV = "DYNAT_LITE_CACHE"
+#: What every manifest entry must hold to be checked and loaded.
+REQUIRED = ("file", "sha256", "model", "num_classes")
 DEFAULT_CACHE = Path("~/.cache/dynat-lite")
 #: Seconds to wait for a download server before giving up.
 TIMEOUT = 60
@@ -98,7 +101,13 @@ def info(name: str, folder: str | Path | None = None) -> dict:
     if name not in manifest:
         names = ", ".join(sorted(manifest)) or "none (the manifest is empty)"
         raise ValueError(f"Unknown pretrained model {name!r}. Available: {names}.")
-    return copy.deepcopy(manifest[name])
+    entry = manifest[name]
+    missing = [k for k in REQUIRED if not isinstance(entry, dict) or k not in entry]
+    if missing:
+        raise PretrainedError(f"The manifest entry of {name!r} ({manifest_path(folder)}) lacks "
+                              f"{', '.join(missing)}: it cannot be checked or loaded. Re-export "
+                              f"the model with tools/export_pretrained.py.")
+    return copy.deepcopy(entry)
 
 
 def table(folder: str | Path | None = None) -> str:
@@ -172,7 +181,14 @@ def check_sha256(path: Path, expected: str, what_to_do: str) -> None:
 def download(url: str, target: Path, sha256: str, *, name: str = "") -> Path:
     """Download ``url`` to ``target``: into a temporary file beside it, checked against
     ``sha256``, then renamed, so that ``target`` is never a partial or wrong file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=target.parent, prefix=".write-test-")
+        probe.close()
+    except OSError as err:
+        raise DownloadError(f"The download cache {target.parent} cannot be written "
+                            f"({type(err).__name__}: {err.strerror or err}). Set ${CACHE_ENV} "
+                            f"to a folder you can write, or pass cache=... .") from err
     digest = hashlib.sha256()
 
     def copy_response(f):
@@ -236,6 +252,7 @@ def load(name: str, folder: str | Path | None = None, *, device: str = "cpu",
                               f"network with {entry['num_classes']} classes ({err}). The "
                               f"manifest entry is wrong: re-export the model with "
                               f"tools/export_pretrained.py.") from err
+    device = resolve_device(device)  # a device that is not there: one line saying what is
     model.to(device)
     channels_last = entry.get("config", {}).get("channels_last", True)
     fast.prepare(model, channels_last=fast.use_channels_last(device, channels_last))

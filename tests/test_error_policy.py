@@ -195,3 +195,30 @@ def test_every_policy_error_is_a_kit_error_class():
     assert issubclass(runs.RunFolderError, RuntimeError)
     assert train.CheckpointError is runs.CheckpointError
     assert Path(study.FAILED).suffix == ".json"
+
+
+# -------------------------------------------------------------------------------- pretrained
+def test_pretrained_errors_are_one_line_and_name_the_fix(tmp_path, monkeypatch):
+    from dynat_lite import pretrained
+
+    name = pretrained.available()[0]
+    manifest = pretrained.read_manifest()
+    entry = dict(manifest[name])
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / entry["file"]).write_bytes((pretrained.FOLDER / entry["file"]).read_bytes())
+    # A manifest entry without its sha256.
+    pretrained.write_manifest({name: {k: v for k, v in entry.items() if k != "sha256"}}, folder)
+    with pytest.raises(pretrained.PretrainedError, match="lacks sha256"):
+        pretrained.load(name, folder)
+    # A device that does not exist.
+    with pytest.raises(ValueError, match="Device 'cuda:7' is not available|Device"):
+        if torch.cuda.device_count() > 7:
+            pytest.skip("this machine has 8 GPUs")
+        pretrained.load(name, device="cuda:7")
+    # A cache that cannot be created (its parent is a file).
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    pretrained.write_manifest({name: {**entry, "url": "http://127.0.0.1:9/none"}}, tmp_path / "w2")
+    with pytest.raises(pretrained.DownloadError, match="cannot be written"):
+        pretrained.load(name, tmp_path / "w2", cache=blocker / "cache")

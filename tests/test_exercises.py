@@ -842,3 +842,26 @@ def test_collapse_history_separates_every_mistake_whatever_the_median():
         assert exercises.lesson03._collapse_rule(history, average=median) == expected
     answers = [tuple(a) for a, _ in exercises.lesson03._collapse_mistakes(history)]
     assert len(set(answers)) == len(answers) and tuple(expected) not in answers
+
+
+@pytest.mark.parametrize("name", ["fgsm", "pgd", "inner_max", "project"])
+def test_an_answer_in_the_wrong_dtype_is_told_its_dtype(name):
+    from dynat_lite import attacks
+
+    def as_float32(*args):
+        if name == "project":
+            return attacks.project(*args).float()
+        model, x, lab, eps, *rest = args
+        if name == "fgsm":
+            return attacks.fgsm(model, x, lab, eps=eps).float()
+        step, steps = rest
+        was = model.training
+        model.eval()
+        out = attacks.pgd(model, x, lab, eps=eps, step_size=step, steps=steps,
+                          random_start=None)
+        model.train(was)
+        return out.float()
+
+    with pytest.raises(ExerciseError, match="has dtype torch.float32, but the inputs are "
+                                            "torch.float64"):
+        check(name, as_float32)

@@ -15,7 +15,7 @@ def _check_fgsm(fgsm) -> str:
     reference = attacks.fgsm(copy.deepcopy(model), x, y, eps=eps)
     watch = _Watch({"model": model}, {"x": x, "y": y})
     out = _call(fgsm, model, x, y, eps)
-    _require_tensor(out, x.shape, "the result x_adv")
+    _require_tensor(out, x.shape, "the result x_adv", dtype=x.dtype)
     watch.inputs_untouched("fgsm")
     watch.grads_untouched("fgsm", "model")
     watch.mode_restored("fgsm", "model")
@@ -40,7 +40,7 @@ def _check_project(project) -> str:
     reference = attacks.project(x_adv, x, eps)
     watch = _Watch({}, {"x": x})
     out = _call(project, x_adv.clone(), x, eps)
-    _require_tensor(out, x.shape, "the result")
+    _require_tensor(out, x.shape, "the result", dtype=x.dtype)
     watch.inputs_untouched("project")
     _require_ball(out, x, eps, "clip each pixel to [x − ε, x + ε] (torch.min/torch.max or "
                                "clamp with tensor bounds)")
@@ -60,7 +60,7 @@ def _pgd_like(name: str, fn, model, x, lab, eps, step, steps) -> torch.Tensor:
     who = "model" if name == "pgd" else "target"
     watch = _Watch({who: model}, {"x": x, "labels": lab})
     out = _call(fn, model, x, lab, eps, step, steps)
-    _require_tensor(out, x.shape, "the result x_adv")
+    _require_tensor(out, x.shape, "the result x_adv", dtype=x.dtype)
     watch.inputs_untouched(name)
     watch.grads_untouched(name, who)
     watch.mode_restored(name, who)

@@ -69,10 +69,15 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _require_tensor(out, like_shape, what: str) -> None:
+def _require_tensor(out, like_shape, what: str, dtype: torch.dtype | None = None) -> None:
+    """``out`` is a tensor of shape ``like_shape`` (and of ``dtype``, when given: a float32
+    answer to float64 inputs is told so, not that it misses by rounding)."""
     _require(torch.is_tensor(out), f"{what} must be a tensor, got {type(out).__name__}")
     _require(tuple(out.shape) == tuple(like_shape),
              f"{what} must have shape {tuple(like_shape)}, got {tuple(out.shape)}")
+    _require(dtype is None or out.dtype == dtype,
+             f"{what} has dtype {out.dtype}, but the inputs are {dtype}: keep the input's dtype "
+             f"(no .float(), and give torch.zeros/rand/tensor dtype=x.dtype)")
 
 
 class _TinyNet(nn.Module):
