@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,6 +164,15 @@ def _load_npz(path: Path) -> Dataset:
     if not path.exists():
         raise DatasetError(f"No such .npz file: {path}. Check the path, or use 'cifar10' or "
                            f"'synthetic'.")
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head[:1] == b"\x80":  # a pickle's protocol byte
+        raise DatasetError(f"{path} holds pickled Python objects, which are never loaded: "
+                           f"loading one can run code. Save numeric arrays with numpy.savez.")
+    if head != b"\x93NUMPY" and not zipfile.is_zipfile(path):  # numpy would say "pickled"
+        raise DatasetError(f"{path} is not an .npz archive (numpy.savez writes a zip file of "
+                           f"arrays; this file is not a zip file). Save the dataset with "
+                           f"numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...).")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}

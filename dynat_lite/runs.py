@@ -60,11 +60,13 @@ def claim_run_folder(out: str | Path | None):
     drops when its process ends, however it ends: a lock file left by a killed run is taken
     over (where flock is missing, the recorded pid is checked instead; on Windows there is no
     lock). Then removes the temporary files of a checkpoint write that was killed midway.
-    On leaving, the lock file is deleted."""
+    On leaving, the lock file is deleted, and the folder too if this call made it and it is
+    still empty (a run that failed before its first checkpoint leaves nothing behind)."""
     if out is None:
         yield
         return
     folder = Path(out)
+    made = not folder.exists()
     _check_writable(folder)
     fd = _lock(folder / LOCK)
     try:
@@ -76,6 +78,9 @@ def claim_run_folder(out: str | Path | None):
         with contextlib.suppress(OSError):
             os.unlink(folder / LOCK)
         os.close(fd)  # releases the flock
+        if made:
+            with contextlib.suppress(OSError):  # not empty (or gone): keep it
+                folder.rmdir()
 
 
 def _check_writable(folder: Path) -> None:

@@ -222,3 +222,24 @@ def test_pretrained_errors_are_one_line_and_name_the_fix(tmp_path, monkeypatch):
     pretrained.write_manifest({name: {**entry, "url": "http://127.0.0.1:9/none"}}, tmp_path / "w2")
     with pytest.raises(pretrained.DownloadError, match="cannot be written"):
         pretrained.load(name, tmp_path / "w2", cache=blocker / "cache")
+
+
+def test_an_npz_that_is_not_a_zip_file_is_called_so(tmp_path, capsys):
+    bad = tmp_path / "data.npz"
+    bad.write_bytes(b"this is not a zip file at all" * 10)
+    assert main(["train", *TINY, "--dataset", str(bad), "--out", str(tmp_path / "r")]) == 2
+    err = _one_line_error(capsys)
+    assert "is not an .npz archive" in err and "pickled" not in err
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(tmp_path, capsys):
+    out = tmp_path / "new" / "run"
+    assert main(["train", *TINY, "--method", "standard", "--lr", "1e12", "--schedule",
+                 "piecewise", "--out", str(out)]) == 1
+    _one_line_error(capsys)
+    assert not out.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert main(["train", *TINY, "--method", "standard", "--lr", "1e12", "--schedule",
+                 "piecewise", "--out", str(kept)]) == 1
+    assert kept.is_dir()  # a folder the user made stays

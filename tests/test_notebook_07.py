@@ -13,7 +13,9 @@ from dynat_lite import study
 
 LESSON = REPO / "notebooks" / "07_does_it_work.ipynb"
 RESULTS = REPO / "results"
-VERDICT_LINE = re.compile(r"^- \*\*(\w+)\*\* — (not supported|supported|inconclusive)\b", re.M)
+VERDICT_LINE = re.compile(r"^- \*\*(\w+)\*\* — (not supported|supported|inconclusive|collapses|"
+                          r"does not collapse)\b", re.M)
+STUDIES = ("overfitting", "tradeoff", "steps", "strong-guide")
 
 
 def _notebook():
@@ -22,7 +24,10 @@ def _notebook():
 
 def _evidence():
     return (study.overfitting_evidence(study.summarize(RESULTS / "overfitting"))
-            + study.tradeoff_evidence(study.summarize(RESULTS / "tradeoff")))
+            + study.tradeoff_evidence(study.summarize(RESULTS / "tradeoff"))
+            + study.steps_evidence(study.summarize(RESULTS / "steps"),
+                                   study.histories(RESULTS / "steps"))
+            + study.strong_guide_evidence(study.summarize(RESULTS / "strong-guide")))
 
 
 def test_structure():
@@ -47,7 +52,7 @@ def test_the_text_states_the_verdicts_the_shipped_numbers_give():
 
 
 def test_the_shipped_studies_are_complete():
-    for name in ("overfitting", "tradeoff"):
+    for name in STUDIES:
         s = study.get(name)
         finished = {r["run"] for r in study.summarize(RESULTS / name)}
         assert finished, f"results/{name} holds no finished run"

@@ -42,13 +42,20 @@ def figures(dst: Path) -> list[str]:
                            title=f"{dst.name}: clean vs PGD-20 accuracy, 95 % intervals"
                            ).write_image(dst / "tradeoff.png", scale=1)
         written.append("tradeoff.png")
+    if any(h and h[0].get("steps") for h in hist.values()):
+        viz.step_diagnostics(hist, title=f"{dst.name}: per-step diagnostics"
+                             ).write_image(dst / "steps.png", scale=1)
+        written.append("steps.png")
     return written
 
 
-def readme(dst: Path, command: str, pngs: list[str]) -> str:
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+def readme(dst: Path, command: str, pngs: list[str], commit: str | None = None) -> str:
+    commit = commit or subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True,
+                                      text=True, cwd=Path(__file__).resolve().parents[1]
+                                      ).stdout.strip()
     meta = __import__("json").loads((dst / "study.json").read_text())
+    finished = {r["run"] for r in study.summarize(dst)}
+    missing = [r for r in meta["runs"] if r not in finished]
     lines = [f"# Study `{meta['study']}`", "", meta["question"], "",
              f"*Budget:* {meta['budget']}.", "",
              "Produced by", "", "```bash", command, "```", "",
@@ -57,6 +64,9 @@ def readme(dst: Path, command: str, pngs: list[str]) -> str:
              "folder holds its per-epoch history and its final evaluation; `summary.csv` and "
              "`summary.md` are computed from them alone (`dynat_lite.study.summarize`), with "
              "95 % Wilson intervals.", "", study.markdown(study.summarize(dst)), ""]
+    if missing:
+        lines += [f"**Not finished:** {', '.join(missing)} (of {len(meta['runs'])} runs; the CPU "
+                  f"time ran out). The same command resumes the study and runs them.", ""]
     lines += [f"![{p}]({p})" for p in pngs]
     return "\n".join(lines) + "\n"
 
@@ -67,6 +77,7 @@ def main(argv=None) -> int:
     p.add_argument("src", type=Path)
     p.add_argument("dst", type=Path)
     p.add_argument("--command", required=True, help="the command that ran the study")
+    p.add_argument("--commit", help="the commit the runs were made at (default: HEAD)")
     p.add_argument("--no-figures", action="store_true",
                    help="keep the figures already there (they do not show the extra attacks)")
     args = p.parse_args(argv)
@@ -74,7 +85,7 @@ def main(argv=None) -> int:
     study.write_summary(study.summarize(args.dst), args.dst)
     pngs = (sorted(p.name for p in args.dst.glob("*.png")) if args.no_figures
             else figures(args.dst))
-    (args.dst / "README.md").write_text(readme(args.dst, args.command, pngs))
+    (args.dst / "README.md").write_text(readme(args.dst, args.command, pngs, args.commit))
     print(f"shipped {args.src} -> {args.dst}: {', '.join(pngs) or 'no figures'}")
     return 0
 
