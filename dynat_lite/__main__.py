@@ -193,6 +193,20 @@ def train_config(args):
     return train.config(args.profile or "smoke", **overrides)
 
 
+def write_history(out: Path, history: list[dict]) -> None:
+    """``out/history.json``, unless it already holds exactly ``history`` (a finished run that was
+    only loaded, perhaps from a read-only folder); a folder that cannot take it says so."""
+    path, text = out / "history.json", json.dumps(history, indent=1)
+    if path.exists() and path.read_text() == text:
+        return
+    try:
+        path.write_text(text)
+    except OSError as err:
+        raise OSError(f"The run is done (its checkpoint is in {out}), but {path} could not be "
+                      f"written ({err.strerror or err}); the history is also inside the "
+                      f"checkpoint (train.load_checkpoint(...)['history']).") from err
+
+
 def cmd_train(args) -> int:
     from . import distributed, train
 
@@ -213,7 +227,7 @@ def cmd_train(args) -> int:
         result = train.fit(cfg, out=args.out, progress=not args.no_progress and main,
                            on_epoch=report)
         if main:
-            (Path(args.out) / "history.json").write_text(json.dumps(result.history, indent=1))
+            write_history(Path(args.out), result.history)
             print(f"done: checkpoint in {Path(args.out) / train.CHECKPOINT}")
     finally:
         distributed.close()

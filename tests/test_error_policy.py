@@ -243,3 +243,25 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(tmp_path,
     assert main(["train", *TINY, "--method", "standard", "--lr", "1e12", "--schedule",
                  "piecewise", "--out", str(kept)]) == 1
     assert kept.is_dir()  # a folder the user made stays
+
+
+def test_a_finished_run_is_loaded_without_writing_when_its_history_is_there(tmp_path, capsys,
+                                                                           monkeypatch):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--method", "standard", "--out", str(out)]) == 0
+    history = out / "history.json"
+    stamp = history.stat().st_mtime_ns
+    # As in a read-only folder: any write into it fails.
+    real = Path.write_text
+
+    def refuse(self, *a, **k):
+        if self.parent == out:
+            raise PermissionError(13, "Permission denied")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, "write_text", refuse)
+    assert main(["train", *TINY, "--method", "standard", "--out", str(out)]) == 0
+    assert history.stat().st_mtime_ns == stamp
+    history.unlink()
+    assert main(["train", *TINY, "--method", "standard", "--out", str(out)]) == 1
+    assert "The run is done" in _one_line_error(capsys)
