@@ -142,9 +142,12 @@ def test_compare_writes_the_table_and_resumes(tmp_path, capsys):
         assert (tmp_path / name).exists(), name
     with open(tmp_path / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["method"] for r in rows] == ["pgd_at", "dynat"]
+    # PGD-AT with DYNAT's start is added beside Madry's: DYNAT is compared with PGD-AT.
+    assert [r["method"] for r in rows] == ["pgd_at", "pgd_at_gauss", "dynat"]
+    assert [r["start"] for r in rows] == ["uniform", "gaussian", "gaussian"]
     assert all(0 <= float(r["pgd20"]) <= float(r["clean"]) <= 1 for r in rows)
-    stamps = {m: (tmp_path / m / "checkpoint.pt").stat().st_mtime_ns for m in ("pgd_at", "dynat")}
+    stamps = {m: (tmp_path / m / "checkpoint.pt").stat().st_mtime_ns
+              for m in ("pgd_at", "pgd_at_gauss", "dynat")}
     capsys.readouterr()
     assert compare.main(args) == 0  # the second run trains and evaluates nothing
     assert "evaluation: reused" in capsys.readouterr().out
