@@ -107,15 +107,21 @@ def probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
             "classes_predicted": int(logits.argmax(1).unique().numel())}
 
 
+def late_medians(steps: list[dict]) -> tuple[float, float]:
+    """(median label agreement, median logit spread) over the second half of ``steps`` (the
+    last sample if there is only one): what the collapse rule reads."""
+    late = steps[len(steps) // 2:]
+    return (statistics.median(s["label_agreement"] for s in late),
+            statistics.median(s["logit_spread"] for s in late))
+
+
 def is_collapsed(steps: list[dict]) -> bool:
     """The collapse rule (see the module's docstring) over one epoch's ``steps`` records: the
     samples of the epoch's second half (the last one if there is only one). False without
     samples."""
     if not steps:
         return False
-    late = steps[len(steps) // 2:]
-    agreement = statistics.median(s["label_agreement"] for s in late)
-    spread = statistics.median(s["logit_spread"] for s in late)
+    agreement, spread = late_medians(steps)
     return agreement >= AGREEMENT_MIN and spread < SPREAD_MAX
 
 
@@ -129,9 +135,7 @@ def describe(record: dict) -> str:
     """A few words on an epoch's record for the epoch line: empty unless it collapsed."""
     if not record.get("collapsed"):
         return ""
-    late = record["steps"][len(record["steps"]) // 2:]
-    spread = statistics.median(s["logit_spread"] for s in late)
-    agreement = statistics.median(s["label_agreement"] for s in late)
+    agreement, spread = late_medians(record["steps"])
     return (f"TARGET COLLAPSED (logit spread {spread:.2f} < {SPREAD_MAX} while its labels "
             f"agree with y on {agreement:.0%})")
 
