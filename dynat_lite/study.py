@@ -162,7 +162,7 @@ register(Study(
     name="strong-guide",
     question="Where the guide is strong from the start, does DYNAT reach higher clean accuracy "
              "than static labels and PGD-AT (both starts) at comparable robustness?",
-    budget=f"10 runs of 4,000 images x 4 epochs (128 steps), no augmentation, PGD-2 in "
+    budget=f"10 runs of 4,000 images x 4 epochs (124 steps: 31 full batches an epoch), no augmentation, PGD-2 in "
            f"training; the pre-trained guide: {GUIDE_INIT_EPOCHS} epochs of clean training "
            f"first; PGD-20 on 1,000 test images; about 5-10 min a run on one CPU core",
     profile="cpu",
