@@ -162,8 +162,8 @@ register(Study(
     name="strong-guide",
     question="Where the guide is strong from the start, does DYNAT reach higher clean accuracy "
              "than static labels and PGD-AT (both starts) at comparable robustness?",
-    budget=f"10 runs of 4,000 images x 4 epochs (124 steps: 31 full batches an epoch), no augmentation, PGD-2 in "
-           f"training; the pre-trained guide: {GUIDE_INIT_EPOCHS} epochs of clean training "
+    budget=f"10 runs of 4,000 images x 4 epochs (124 steps: 31 full batches an epoch), no "
+           f"augmentation, PGD-2 in training; the pre-trained guide: {GUIDE_INIT_EPOCHS} epochs of clean training "
            f"first; PGD-20 on 1,000 test images; about 5-10 min a run on one CPU core",
     profile="cpu",
     base=dict(dataset="cifar10", model="small-cnn", guide_model="small-cnn", n_train=4000,
