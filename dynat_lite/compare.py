@@ -18,11 +18,14 @@ import time
 from pathlib import Path
 
 from . import data as data_lib
-from . import methods, train
+from . import lesson_models, methods, train
 from .evaluate import ATTACK_TITLES, attack_function, attack_title, robustness_report
 
 DEFAULT_METHODS = ("dynat", "pgd_at", "pgd_at_gauss", "trades", "mart", "gairat", "mail",
                    "lbgat", "dynat_gairat")
+#: The DYNAT variants lesson 06 compares: its labels (static, soft), its loss (KL, MSE), and
+#: DYNAT with GAIRAT's weights.
+ABLATIONS = ("dynat", "dynat_static", "dynat_soft", "dynat_kl", "dynat_mse", "dynat_gairat")
 DEFAULT_ATTACKS = ("clean", "pgd20", "cw", "aa_fast")
 REPORT = "report.json"
 RESULTS = "results.json"  # the rows and the settings they were computed with
@@ -92,12 +95,13 @@ def evaluate_method(result: train.Result, *, n_eval: int, attacks, seed: int,
 def compare(method_names, *, profile: str = "cpu", out: str | Path, dataset: str | None = None,
             seed: int = 0, n_eval: int | None = 500, attacks=DEFAULT_ATTACKS,
             n_check: int | None = 200, overrides: dict | None = None,
-            progress=False, log=print) -> list[dict]:
+            progress=False, log=print, shipped: bool = False) -> list[dict]:
     """Train (or load) and evaluate each method; returns one row per method (see ``row``).
 
     Every method gets the same config but for ``method`` and its own defaults (random start,
     settings: ``train.config``): same data, seed, epochs, attack budget. ``n_eval`` test images
-    are evaluated (None: all loaded).
+    are evaluated (None: all loaded). ``shipped``: a method whose run is one of the models the
+    kit ships for the lessons (``lesson_models``) is loaded from there instead of trained.
     """
     out = Path(out)
     if not list(method_names):
@@ -113,11 +117,11 @@ def compare(method_names, *, profile: str = "cpu", out: str | Path, dataset: str
     with train.claim_run_folder(out):  # one compare per folder at a time
         return _compare(method_names, profile=profile, out=out, dataset=dataset, seed=seed,
                         n_eval=n_eval, attacks=attacks, n_check=n_check, overrides=overrides,
-                        progress=progress, log=log)
+                        progress=progress, log=log, shipped=shipped)
 
 
 def _compare(method_names, *, profile, out: Path, dataset, seed, n_eval, attacks, n_check,
-             overrides, progress, log) -> list[dict]:
+             overrides, progress, log, shipped) -> list[dict]:
     """``compare`` in the folder it owns."""
     overrides = dict(overrides or {})
     if dataset is not None:
@@ -139,6 +143,8 @@ def _compare(method_names, *, profile, out: Path, dataset, seed, n_eval, attacks
         folder = out / cfg.method
         log(f"== {cfg.method}: {methods.get(cfg.method).description}")
         t0 = time.perf_counter()
+        if shipped and (name := lesson_models.install(cfg, folder)) is not None:
+            log(f"  {lesson_models.describe(name)}")
         result = train.fit(cfg, out=folder, dataset=data, progress=progress)
         log(f"  trained {len(result.history)} epochs ({time.perf_counter() - t0:.0f} s now)")
         report = evaluate_method(result, n_eval=n, attacks=attacks, seed=seed, n_check=n_check,

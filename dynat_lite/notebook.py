@@ -200,6 +200,7 @@ class Lesson:
     settings: dict                 # the Config fields the lesson overrides (None values left out)
     results: dict = field(default_factory=dict)
     progress: Callable | None = None
+    retrain: bool = False          # True: train every model, never load a shipped one
     t_start: float = field(default_factory=time.perf_counter)
 
     @property
@@ -216,17 +217,23 @@ class Lesson:
         return train.config(self.profile, **{**self.settings, "method": method,
                                              **_given(settings)})
 
-    def trained(self, method: str, **settings):
+    def trained(self, method: str, *, shipped: bool = True, **settings):
         """The ``method`` model of this lesson (``settings`` overriding its config), shared
         between lessons: loaded from ``models_dir`` if a finished run of exactly this config is
-        there, resumed if an interrupted one is, trained now otherwise.
+        there, else from the models the kit ships (``lesson_models``; not with ``shipped=False``
+        or the lesson's ``retrain``), resumed if an interrupted run is there, trained now
+        otherwise.
 
         Returns a :class:`~dynat_lite.train.Result`: ``.target`` (and ``.guide`` for methods
         with one) in eval mode on the lesson's device, ``.history`` one record per epoch.
         """
-        from . import train
+        from . import lesson_models, train
 
         cfg = self.config(method, **settings)
+        if shipped and not self.retrain:
+            name = lesson_models.install(cfg, train.run_folder(cfg, self.models_dir))
+            if name is not None:
+                print(f"{method}: {lesson_models.describe(name)}")
         same_data = all(getattr(cfg, f) == getattr(self.cfg, f) for f in DATA_FIELDS)
         return train.fit_or_load(cfg, self.models_dir, dataset=self.ds if same_data else None,
                                  progress=self.progress if self.progress is not None else False)
@@ -260,7 +267,8 @@ class Lesson:
 
 def lesson(profile: str, dataset: str | None = None, device: str = "auto", seed: int = 0,
            out_dir: str | Path = "../runs/lesson", models_dir: str | Path = "../runs/models", *,
-           progress: Callable | bool = True, quiet: bool = False, **settings) -> Lesson:
+           progress: Callable | bool = True, quiet: bool = False, retrain: bool = False,
+           **settings) -> Lesson:
     """Set up a lesson from its parameters cell; the lesson's first cell after the parameters::
 
         L = lesson(PROFILE, DATASET, DEVICE, SEED, OUT_DIR, MODELS_DIR, epochs=EPOCHS,
@@ -281,6 +289,8 @@ def lesson(profile: str, dataset: str | None = None, device: str = "auto", seed:
       "../../data" with the lesson's other relative paths.
     * ``progress``: True for notebook progress bars (tqdm.auto), False for none, or a tqdm-like
       callable. ``quiet``: do not print the summary (dataset, model, epochs, device).
+    * ``retrain``: True to train every model the lesson asks for, never loading one of the
+      trained models the kit ships for the ``cpu`` profile (``lesson_models``).
 
     Loads the dataset once (``L.ds``), resolves the device (``L.device``) and starts
     ``L.results`` with the profile, the dataset's name and the seed. Raises ValueError for an
@@ -315,7 +325,7 @@ def lesson(profile: str, dataset: str | None = None, device: str = "auto", seed:
     L = Lesson(profile=profile, cfg=cfg, ds=ds, device=train.resolve_device(cfg.device),
                out_dir=out, models_dir=Path(models_dir), settings=given,
                results={"profile": profile, "dataset": ds.name, "seed": seed},
-               progress=progress or None)
+               progress=progress or None, retrain=bool(retrain))
     if not quiet:
         print(L)
     return L

@@ -1,0 +1,150 @@
+"""Train the models the lessons train on the ``cpu`` profile, and ship them with the kit.
+
+    python tools/export_lesson_models.py --dataset data/cifar10.npz
+
+For every model in ``dynat_lite.lesson_models.LESSONS`` (each once, however many lessons use
+it): ``train.fit_or_load`` with the config the lesson's own call builds (the ``cpu`` profile,
+seed 0, the given dataset), in ``--models-dir`` (a finished run there is reused), then
+
+* its target and guide into ``dynat_lite/weights/lessons/NAME.safetensors`` (NAME = the method and
+  a hash of the run's key; the training history in the file's metadata);
+* the accuracies of the model as trained (float32) and after the round trip through half
+  precision: clean on the whole test set, PGD-20 on its first ``--n-pgd`` images. The file keeps
+  half precision only if neither accuracy moved by more than one standard error; else float32;
+* its entry in ``manifest.json``: file, sha256, config, lessons, where its images came from,
+  those accuracies.
+
+Entries of models no lesson trains any more are removed with their files. The lessons then load
+these models (``lesson_models.install``) unless their ``RETRAIN = True``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from dynat_lite import data, evaluate, lesson_models, pretrained, train
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The lessons' seed (every lesson's parameters cell: SEED = 0).
+SEED = 0
+
+
+def unique_configs(dataset: str) -> dict[str, tuple[train.Config, list[str]]]:
+    """{name: (config, the lessons that train it)} over every lesson of ``LESSONS``."""
+    found: dict[str, tuple[train.Config, list[str]]] = {}
+    for lesson in lesson_models.LESSONS:
+        for cfg in lesson_models.lesson_configs(lesson, dataset=dataset, seed=SEED):
+            name = f"{cfg.method}-{lesson_models.key_hash(cfg)}"
+            found.setdefault(name, (cfg, []))[1].append(lesson)
+    return found
+
+
+def half_round_trip(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` whose floating tensors went through float16 and back."""
+    twin = copy.deepcopy(model)
+    twin.load_state_dict({k: v.half() if v.is_floating_point() else v
+                          for k, v in model.state_dict().items()})
+    return twin
+
+
+def accuracies(model, ds: data.Dataset, n_pgd: int) -> dict:
+    """Clean accuracy on the whole test set, PGD-20 on the first ``n_pgd`` test images."""
+    model = model.eval()
+    clean = evaluate.robustness_report(model, ds.x_test, ds.y_test, attacks=["clean"],
+                                       seed=SEED, checks=False).accuracy["clean"]
+    pgd = evaluate.robustness_report(model, ds.x_test[:n_pgd], ds.y_test[:n_pgd],
+                                     attacks=["pgd20"], seed=SEED,
+                                     checks=False).accuracy["pgd20"]
+    return {"clean": clean, "pgd20": pgd}
+
+
+def within_noise(a: float, b: float, n: int) -> bool:
+    """|a - b| at most one standard error of an accuracy a measured on n images."""
+    return abs(a - b) <= math.sqrt(max(a * (1 - a), 1 / n) / n)
+
+
+def tensors_of(result: train.Result, half: bool) -> dict[str, torch.Tensor]:
+    """{"target.*", "guide.*"}: floating tensors in float16 (``half``) or float32, contiguous."""
+    out = {}
+    for part, net in (("target", result.target), ("guide", result.guide)):
+        if net is None:
+            continue
+        for k, v in net.state_dict().items():
+            if v.is_floating_point():
+                v = v.half() if half else v.float()
+            out[f"{part}.{k}"] = v.detach().cpu().contiguous()
+    return out
+
+
+def export_one(name: str, cfg: train.Config, lessons: list[str], result: train.Result,
+               folder: Path, n_pgd: int) -> dict:
+    """Measure, write ``NAME.safetensors``, and return the manifest entry."""
+    from safetensors.torch import save_file
+
+    ds = result.dataset
+    full = accuracies(result.target, ds, n_pgd)
+    halved = accuracies(half_round_trip(result.target), ds, n_pgd)
+    half = (within_noise(full["clean"], halved["clean"], len(ds.y_test))
+            and within_noise(full["pgd20"], halved["pgd20"], n_pgd))
+    file = folder / f"{name}.safetensors"
+    save_file(tensors_of(result, half), str(file),
+              metadata={"name": name, "history": json.dumps(result.history)})
+    config = {k: (Path(v).name if k in ("dataset", "data_root") else v)
+              for k, v in cfg.to_dict().items()}
+    return {
+        "file": file.name, "sha256": pretrained.sha256_of(file),
+        "size_mb": round(file.stat().st_size / 1e6, 2), "half_precision": half,
+        "method": cfg.method, "num_classes": ds.num_classes, "config": config,
+        "lessons": lessons, "trained_on": lesson_models.TRAINED_ON,
+        "accuracy": {"n_clean": len(ds.y_test), "n_pgd20": n_pgd, "float32": full,
+                     "half_round_trip": halved,
+                     "protocol": "eval mode; PGD-20 with steps of 2/255 and a uniform random "
+                                 "start at eps 8/255, dynat_lite.evaluate, seed 0"},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", required=True,
+                        help="the CIFAR-10 the models train on: cifar10, or a cifar10.npz")
+    parser.add_argument("--models-dir", default=str(ROOT / "runs" / "models"),
+                        help="where the runs are trained (finished ones are reused)")
+    parser.add_argument("--out", default=str(lesson_models.FOLDER))
+    parser.add_argument("--n-pgd", type=int, default=200)
+    parser.add_argument("--diagnose-every", type=int, default=2,
+                        help="per-step diagnostics in the history (lesson 03's setting)")
+    args = parser.parse_args(argv)
+    if lesson_models.canonical_dataset(args.dataset) != "cifar10":
+        parser.error("the lessons' cpu profile trains on CIFAR-10: give cifar10 or a "
+                     "cifar10.npz")
+    folder = Path(args.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = {}
+    for name, (cfg, lessons) in unique_configs(args.dataset).items():
+        cfg = train.Config(**{**cfg.to_dict(), "diagnose_every": args.diagnose_every,
+                              "data_root": str(Path(args.dataset).parent)})
+        t0 = time.perf_counter()
+        result = train.fit_or_load(cfg, args.models_dir, progress=False)
+        manifest[name] = export_one(name, cfg, lessons, result, folder, args.n_pgd)
+        acc = manifest[name]["accuracy"]
+        print(f"{name}: {manifest[name]['size_mb']} MB, half {manifest[name]['half_precision']}, "
+              f"clean {acc['float32']['clean']:.3f} -> {acc['half_round_trip']['clean']:.3f}, "
+              f"PGD-20 {acc['float32']['pgd20']:.3f} -> {acc['half_round_trip']['pgd20']:.3f} "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    for old in set(lesson_models.read_manifest(folder)) - set(manifest):
+        (folder / f"{old}.safetensors").unlink(missing_ok=True)
+    (folder / lesson_models.MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    total = sum(e["size_mb"] for e in manifest.values())
+    print(f"{len(manifest)} models, {total:.1f} MB in {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
