@@ -97,6 +97,8 @@ FIELD_HELP = {
     "channels_last": "channels_last memory format on CUDA and CPU",
     "compile": "torch.compile both networks",
     "cuda_graphs": "the training attack as a CUDA graph (one process on CUDA)",
+    "fold_batchnorm": "on the CPU, the training attack on the target with its batch norms "
+                      "folded into the convolutions (same points up to rounding)",
     "data_root": "where datasets download (default data)",
 }
 

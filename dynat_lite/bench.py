@@ -1,5 +1,8 @@
 """``python -m dynat_lite bench``: how fast is the DYNAT training step on this machine?
 
+    python -m dynat_lite bench --device cpu                 # both steps below
+    python -m dynat_lite bench --device cpu --targets ""    # the lessons' step only
+
 For DYNAT as the ``paper`` profile trains it (the authors' guide, resnet18-cifar, and the
 target's extra clean forward), with a WRN-34-10 target and with a ResNet-18 target, it prints
 
@@ -15,7 +18,10 @@ target's extra clean forward), with a WRN-34-10 target and with a ResNet-18 targ
   with ``.item()`` after each step, as a typical training script logs it), timed in the same
   run;
 - PGD-20 evaluation throughput (float32, ``evaluate.correct_under``);
-- for the ResNet-18 target, the projected time of one epoch of CIFAR-10 (50,000 images).
+- for the ResNet-18 target, the projected time of one epoch of CIFAR-10 (50,000 images);
+- the lessons' step (the ``cpu`` profile: small-CNN target and guide, batch 64, PGD-2) of
+  DYNAT and of PGD-AT: images per second and the share of the matmul peak, on the CPU with and
+  without batch norm folded in the attack (``Config.fold_batchnorm``).
 
 On CUDA it runs the paper's sizes (batch 128, PGD-10); on a CPU a small size (batch 1 and
 PGD-1 for WRN-34-10). Figures, not assertions: the tests check only that it runs.
@@ -33,7 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import data as data_lib
-from . import fast, models, train
+from . import fast, methods, models, train
 from .evaluate import correct_under
 
 CIFAR10_TRAIN = 50_000
@@ -93,23 +99,37 @@ def step_flops(target: str, guide: str, steps: int, clean_forward: bool = False)
     target forward and backward + guide forward and backward (+ a target forward with
     ``clean_forward``). Counted on the "meta" device (shapes only, no arithmetic), so it costs
     nothing."""
+    extra = pass_flops(target, False, backward=False) if clean_forward else 0
+    return (steps * pass_flops(target, True) + pass_flops(target, False)
+            + pass_flops(guide, False) + extra)
+
+
+def pass_flops(name: str, attack: bool, backward: bool = True) -> int:
+    """FLOPs per image of one pass of model ``name``: an attack's forward and input gradient
+    (``attack``), or a training forward and backward (weights' gradients); forward only with
+    ``backward=False``. Counted on the "meta" device."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    def count(name: str, attack: bool, backward: bool = True) -> int:
-        with torch.device("meta"):
-            model = models.create(name)
-            x = torch.zeros(1, 3, 32, 32, requires_grad=attack)
-            y = torch.zeros(1, dtype=torch.long)
-        model.train(not attack)
-        model.requires_grad_(not attack)
-        with FlopCounterMode(display=False) as counter:
-            loss = F.cross_entropy(model(x), y)
-            if backward:
-                loss.backward()
-        return counter.get_total_flops()
+    with torch.device("meta"):
+        model = models.create(name)
+        x = torch.zeros(1, 3, 32, 32, requires_grad=attack)
+        y = torch.zeros(1, dtype=torch.long)
+    model.train(not attack)
+    model.requires_grad_(not attack)
+    with FlopCounterMode(display=False) as counter:
+        loss = F.cross_entropy(model(x), y)
+        if backward:
+            loss.backward()
+    return counter.get_total_flops()
 
-    extra = count(target, False, backward=False) if clean_forward else 0
-    return steps * count(target, True) + count(target, False) + count(guide, False) + extra
+
+def method_flops(cfg: train.Config) -> float:
+    """FLOPs per image of one training step of ``cfg.method``: its attack's steps on the
+    target, the target's training pass, and the guide's if the method has one."""
+    method = methods.get(cfg.method)
+    attack = cfg.steps * pass_flops(cfg.model, True) if method.attack else 0
+    guide = pass_flops(cfg.guide_model, False) if method.uses_guide else 0
+    return attack + pass_flops(cfg.model, False) + guide
 
 
 # -------------------------------------------------------------------------------- reference
@@ -192,7 +212,12 @@ def time_fast(target: str, size: Size, device: torch.device, compile: bool = Fal
               guide: str = GUIDE, graphs: bool = False) -> float:
     """Images per second of ``train.train_epoch`` (the fast step) on ``size.iters`` batches,
     after ``size.warmup`` batches (where graphs are recorded and compilation happens)."""
-    cfg = _bench_config(target, size, device, compile, guide, graphs)
+    return time_step(_bench_config(target, size, device, compile, guide, graphs), size, device)
+
+
+def time_step(cfg: train.Config, size: Size, device: torch.device) -> float:
+    """Images per second of ``train.train_epoch`` with ``cfg`` on ``size.iters`` batches of
+    random images, after ``size.warmup`` batches."""
     nets = train.prepare(cfg, train.build(cfg, 10, device), device)
     optimizer = train.make_optimizer(cfg, nets)
     if size.warmup:
@@ -253,6 +278,53 @@ def time_pgd20(target: str, size: Size, device: torch.device) -> float | None:
     return len(y) / (time.perf_counter() - t0)
 
 
+# --------------------------------------------------------------------------- the lessons' step
+#: The step the lessons train on a lab's CPU: the ``cpu`` profile (small-CNN target and guide,
+#: its batch and PGD steps), for DYNAT and for PGD-AT beside it.
+LESSON_PROFILE = "cpu"
+LESSON_METHODS = ("dynat", "pgd_at")
+
+
+@dataclass
+class LessonRow:
+    profile: str
+    method: str
+    fold_batchnorm: bool               # the CPU attack with batch norm folded (fast.folded)
+    batch: int
+    pgd_steps: int
+    gflop_per_image: float
+    img_s: float
+    fraction_of_peak: float
+
+
+def lesson_rows(device: torch.device, peak: float, iters: int = 20,
+                warmup: int = 2) -> list[LessonRow]:
+    """The lessons' step, timed like ``time_fast`` on ``iters`` batches: each method of
+    ``LESSON_METHODS``, on the CPU with and without batch norm folded in the attack."""
+    rows = []
+    for method in LESSON_METHODS:
+        for fold in ((False, True) if device.type == "cpu" else (True,)):
+            cfg = train.config(LESSON_PROFILE, method=method, device=str(device),
+                               fold_batchnorm=fold)
+            size = Size(batch=cfg.batch_size, steps=cfg.steps, warmup=warmup, iters=iters,
+                        eval_batch=0)
+            ips, flops = time_step(cfg, size, device), method_flops(cfg)
+            rows.append(LessonRow(LESSON_PROFILE, method, fold, cfg.batch_size, cfg.steps,
+                                  flops / 1e9, ips, ips * flops / peak))
+    return rows
+
+
+def _lesson_table(rows: list[LessonRow]) -> list[str]:
+    head = (f"{'profile':<7} {'method':<7} {'BN folded':>9} {'batch':>5} {'PGD':>3} "
+            f"{'GFLOP/img':>9} {'img/s':>8} {'% peak':>6}")
+    out = [head, "-" * len(head)]
+    for r in rows:
+        out.append(f"{r.profile:<7} {r.method:<7} {'yes' if r.fold_batchnorm else 'no':>9} "
+                   f"{r.batch:>5} {r.pgd_steps:>3} {r.gflop_per_image:9.3f} {r.img_s:8.1f} "
+                   f"{100 * r.fraction_of_peak:5.1f}%")
+    return out
+
+
 # ------------------------------------------------------------------------------------- run
 @dataclass
 class Row:
@@ -272,8 +344,10 @@ class Row:
 
 
 def run(device: str = "auto", compile: str = "auto", targets=TARGETS, guide: str = GUIDE,
-        print=print) -> dict:
-    """Measure everything, print a report, return the figures as a dict."""
+        print=print, lesson_iters: int = 20) -> dict:
+    """Measure everything, print a report, return the figures as a dict. ``targets``: the
+    paper profile's targets to time (none: only the lessons' step); ``lesson_iters``: batches
+    timed of the lessons' step (0: skip it)."""
     dev = train.resolve_device(device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -281,8 +355,9 @@ def run(device: str = "auto", compile: str = "auto", targets=TARGETS, guide: str
     peak, peak_dtype = matmul_peak(dev)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
-    print(f"dynat-lite bench: DYNAT step of the paper profile (guide {guide}, the target's "
-          f"clean forward), torch {torch.__version__}, {dev.type}: {name}")
+    print(f"dynat-lite bench: the DYNAT step of the paper profile (guide {guide}, the "
+          f"target's clean forward) and the lessons' step, torch {torch.__version__}, "
+          f"{dev.type}: {name}")
     print(f"measured matmul peak: {peak / 1e12:.3g} TFLOP/s ({peak_dtype})")
     rows = []
     for target in targets:
@@ -306,16 +381,27 @@ def run(device: str = "auto", compile: str = "auto", targets=TARGETS, guide: str
             target, size.batch, size.steps, flops / 1e9, fast_ips, graphed_ips, compiled_ips,
             best, best * flops / peak, ref_ips, best / ref_ips, time_pgd20(target, size, dev),
             CIFAR10_TRAIN / best))
-    for line in _table(rows):
-        print(line)
-    print("GFLOP/img: per training image at that many PGD steps; eager / graphed / compiled: "
-          "the fast step with kernels launched one by one / the attack as a CUDA graph / "
-          "torch.compile and the graph; % peak: the best of them in FLOP/s over the matmul "
-          "peak; speed-up: the best over the faithful reference (float32, eager, the guide "
-          "re-run for its argmax at every PGD step, the clean forward, CPU DataLoader); '-': "
-          "not measured here.")
+    if rows:
+        for line in _table(rows):
+            print(line)
+        print("GFLOP/img: per training image at that many PGD steps; eager / graphed / "
+              "compiled: the fast step with kernels launched one by one / the attack as a CUDA "
+              "graph / torch.compile and the graph; % peak: the best of them in FLOP/s over the "
+              "matmul peak; speed-up: the best over the faithful reference (float32, eager, the "
+              "guide re-run for its argmax at every PGD step, the clean forward, CPU "
+              "DataLoader); '-': not measured here.")
+    lessons = lesson_rows(dev, peak, iters=lesson_iters) if lesson_iters else []
+    if lessons:
+        print(f"The lessons' step ({LESSON_PROFILE} profile: small-CNN target and guide, "
+              f"{lesson_iters} batches of random images, eager):")
+        for line in _lesson_table(lessons):
+            print(line)
+        print("BN folded: the training attack runs the target with its batch norms folded into "
+              "the convolutions (Config.fold_batchnorm, on by default; on the CPU only); "
+              "% peak: FLOP/s over the matmul peak.")
     return {"device": dev.type, "device_name": name, "torch": torch.__version__,
-            "peak_flops": peak, "peak_dtype": peak_dtype, "rows": [asdict(r) for r in rows]}
+            "peak_flops": peak, "peak_dtype": peak_dtype, "rows": [asdict(r) for r in rows],
+            "lesson_rows": [asdict(r) for r in lessons]}
 
 
 def _table(rows: list[Row]) -> list[str]:
@@ -352,9 +438,12 @@ def main(argv=None) -> int:
                         help="also time the step under torch.compile (auto: on CUDA only)")
     parser.add_argument("--targets", default=",".join(TARGETS),
                         help=f"comma-separated target models (default {','.join(TARGETS)})")
+    parser.add_argument("--lesson-iters", type=int, default=20,
+                        help="batches timed of the lessons' step (0: skip it)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    figures = run(args.device, args.compile, tuple(args.targets.split(",")))
+    targets = tuple(t for t in args.targets.split(",") if t)
+    figures = run(args.device, args.compile, targets, lesson_iters=args.lesson_iters)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(figures, f, indent=2)

@@ -70,6 +70,7 @@ class Config:
     channels_last: bool = True        # channels_last memory format (CUDA and CPU)
     compile: bool = False             # torch.compile both networks (CUDA; minutes of warm-up)
     cuda_graphs: bool = True          # the fast step's attack as a CUDA graph (one process)
+    fold_batchnorm: bool = True       # the fast CPU attack with batch norm folded (fast.folded)
     diagnose_every: int = 10          # per-step diagnostics every N steps (diagnostics.py); 0: off
     data_root: str = "data"
 
@@ -236,7 +237,7 @@ def _validate_departures(cfg: Config) -> None:
 
 #: Fields that say how a run is executed, not what it computes: they may differ on resume.
 RUNTIME_FIELDS = ("device", "amp", "fast", "channels_last", "compile", "cuda_graphs",
-                  "data_root", "keep_last", "diagnose_every")
+                  "fold_batchnorm", "data_root", "keep_last", "diagnose_every")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -169,10 +169,11 @@ class FastPGD(PGD):
     checks (no host synchronization), the parameters frozen while it runs, the random start of
     shard ``shard = (rank, world)`` of a global batch (:func:`start_point`), on the CPU the CE
     steps on the model with its batch norms folded (:func:`folded`; the same points up to
-    rounding), and with ``graph`` the CE steps replayed as a CUDA graph (:class:`AttackGraph`;
+    rounding; ``fold=False``: as it is), and with ``graph`` the CE steps replayed as a CUDA graph (:class:`AttackGraph`;
     same result)."""
     shard: tuple = (0, 1)
     graph: bool = False
+    fold: bool = True
 
     def _start(self, x: torch.Tensor) -> torch.Tensor:
         return start_point(x, self.eps, self.random_start, self.generator, self.shard)
@@ -188,7 +189,8 @@ class FastPGD(PGD):
             # Folded batch norms round differently; a CE loss's input gradient is far from
             # 0, so its signs (the PGD steps) are the same. A KL loss starts at its minimum,
             # where the gradient is all rounding: that attack runs on the model as it is.
-            net = folded(model) if x.device.type == "cpu" and loss == "ce" else model
+            fold = self.fold and x.device.type == "cpu" and loss == "ce"
+            net = folded(model) if fold else model
             return pgd_endpoint(net, x, y, start, loss=loss,
                                 clean_probs=_clean_probs(net, x, loss), **budget)
 

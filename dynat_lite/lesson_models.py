@@ -44,6 +44,8 @@ PROFILE = "cpu"
 #: The models each lesson trains on that profile, by method (every one with the profile's
 #: settings and the lesson's seed; lesson 06 compares them with ``compare.compare``).
 LESSONS: dict[str, tuple[str, ...]] = {
+    "00_threat_model": ("standard",),
+    "02_inner_optimizer": ("standard",),
     "03_dynat_training": ("standard", "pgd_at", "pgd_at_gauss", "dynat", "dynat_static"),
     "04_evaluation": ("standard", "pgd_at", "dynat"),
     "06_baselines_and_ablations": ("dynat", "pgd_at", "pgd_at_gauss", "trades", "mart",

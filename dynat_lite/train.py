@@ -150,7 +150,7 @@ def inner_attack(cfg: Config, device: torch.device, generator: torch.Generator |
         return PGD(**budget)
     shard = (ctx.rank, ctx.world) if ctx is not None else (0, 1)
     graph = ctx is None and torch.device(device).type == "cuda" and cfg.cuda_graphs
-    return fast.FastPGD(**budget, shard=shard, graph=graph)
+    return fast.FastPGD(**budget, shard=shard, graph=graph, fold=cfg.fold_batchnorm)
 
 
 def train_epoch(cfg: Config, nets: Nets, optimizer: torch.optim.Optimizer,

@@ -89,6 +89,22 @@ def test_train_epoch_is_the_same_with_and_without_the_fast_step(method):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
 
 
+def test_without_folding_the_fast_epoch_is_the_plain_one_bit_for_bit():
+    ds = data.load("synthetic", n_train=64, n_test=32, seed=0)
+    weights = []
+    for use_fast in (True, False):
+        cfg = train.config("smoke", method="dynat", n_train=64, n_test=32, batch_size=32,
+                           steps=1, fast=use_fast, fold_batchnorm=False)
+        nets = train.prepare(cfg, train.build(cfg, 10, torch.device("cpu")),
+                             torch.device("cpu"))
+        optimizer = train.make_optimizer(cfg, nets)
+        batches = data.Batches(ds.x_train, ds.y_train, cfg.batch_size, seed=cfg.seed)
+        record = train.train_epoch(cfg, nets, optimizer, batches, 0)
+        weights.append((record, [p.detach().clone() for p in nets.parameters()]))
+    assert weights[0][0] == weights[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(weights[0][1], weights[1][1]))
+
+
 def _with_running_stats(model):
     """``model`` after two train-mode forwards (running statistics away from 0 and 1)."""
     g = torch.Generator().manual_seed(3)
@@ -208,10 +224,28 @@ def test_bench_flop_count_matches_the_issue_and_is_linear_in_steps():
 
 
 def test_bench_runs_end_to_end_on_a_small_target(capsys):
-    figures = bench.run("cpu", compile="off", targets=("small-cnn",), guide="small-cnn")
+    figures = bench.run("cpu", compile="off", targets=("small-cnn",), guide="small-cnn",
+                        lesson_iters=1)
     row, = figures["rows"]
     assert row["target"] == "small-cnn" and row["fast_img_s"] > 0 and row["speedup"] > 0
-    assert "small-cnn" in capsys.readouterr().out
+    lessons = figures["lesson_rows"]
+    assert [(r["method"], r["fold_batchnorm"]) for r in lessons] == [
+        ("dynat", False), ("dynat", True), ("pgd_at", False), ("pgd_at", True)]
+    for r in lessons:
+        assert r["profile"] == "cpu" and r["img_s"] > 0 and 0 < r["fraction_of_peak"]
+        assert (r["batch"], r["pgd_steps"]) == (train.PROFILES["cpu"]["batch_size"],
+                                                train.PROFILES["cpu"]["steps"])
+    out = capsys.readouterr().out
+    assert "small-cnn" in out and "The lessons' step (cpu profile" in out
+
+
+def test_a_steps_flops_count_the_passes_its_method_makes():
+    cfg = train.config("cpu", method="dynat")
+    attack, trained = bench.pass_flops("small-cnn", True), bench.pass_flops("small-cnn", False)
+    assert bench.method_flops(cfg) == cfg.steps * attack + 2 * trained  # guide = target's model
+    pgd_at = train.config("cpu", method="pgd_at")
+    assert bench.method_flops(pgd_at) == pgd_at.steps * attack + trained
+    assert bench.method_flops(train.config("cpu", method="standard")) == trained
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

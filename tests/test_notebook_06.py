@@ -75,6 +75,12 @@ def test_lesson_06_runs_and_tells_its_story(tmp_path, monkeypatch):
     # dynat was trained once and reused by the ablations
     dynat = [row for row in r["ablations"] if row["method"] == "dynat"][0]
     assert dynat["pgd20"] == [row for row in r["comparison"] if row["method"] == "dynat"][0]["pgd20"]
+    # LIVE_METHOD (pgd_at) trained again from scratch with the table's config, on this machine
+    # and these data: the same numbers to the last digit
+    live = r["live"]
+    assert live["method"] == "pgd_at"
+    for column in ("clean", "pgd20", "cw", "worst_case"):
+        assert live["here"][column] == live["table"][column], column
     # the sanity checks ran, and they flag the quantized (gradient-masking) model
     assert len(r["report"]["checks"]) == 7
     assert not r["masked_report"]["ok"]
