@@ -14,7 +14,8 @@ seed 0, the given dataset), in ``--models-dir`` (a finished run there is reused)
 * its entry in ``manifest.json``: file, sha256, config, lessons, where its images came from,
   those accuracies.
 
-Entries of models no lesson trains any more are removed with their files. The lessons then load
+Entries of models no lesson trains any more are removed with their files. ``--trained-only``
+exports only the models already trained in ``--models-dir``. The lessons then load
 these models (``lesson_models.install``) unless their ``RETRAIN = True``.
 """
 from __future__ import annotations
@@ -120,16 +121,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-pgd", type=int, default=200)
     parser.add_argument("--diagnose-every", type=int, default=2,
                         help="per-step diagnostics in the history (lesson 03's setting)")
+    parser.add_argument("--trained-only", action="store_true",
+                        help="export only the models with a finished run in --models-dir "
+                             "(train none); the others keep their entries, or stay missing")
     args = parser.parse_args(argv)
     if lesson_models.canonical_dataset(args.dataset) != "cifar10":
         parser.error("the lessons' cpu profile trains on CIFAR-10: give cifar10 or a "
                      "cifar10.npz")
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
-    manifest = {}
-    for name, (cfg, lessons) in unique_configs(args.dataset).items():
+    wanted = unique_configs(args.dataset)
+    manifest = {k: v for k, v in lesson_models.read_manifest(folder).items() if k in wanted}
+    for name, (cfg, lessons) in wanted.items():
         cfg = train.Config(**{**cfg.to_dict(), "diagnose_every": args.diagnose_every,
                               "data_root": str(Path(args.dataset).parent)})
+        if args.trained_only and not train._finished(train.run_folder(cfg, args.models_dir),
+                                                     cfg):
+            print(f"{name}: not trained in {args.models_dir}; "
+                  + ("its shipped entry is kept" if name in manifest else "not shipped"))
+            continue
         t0 = time.perf_counter()
         result = train.fit_or_load(cfg, args.models_dir, progress=False)
         manifest[name] = export_one(name, cfg, lessons, result, folder, args.n_pgd)
@@ -138,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
               f"clean {acc['float32']['clean']:.3f} -> {acc['half_round_trip']['clean']:.3f}, "
               f"PGD-20 {acc['float32']['pgd20']:.3f} -> {acc['half_round_trip']['pgd20']:.3f} "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    for old in set(lesson_models.read_manifest(folder)) - set(manifest):
+    for old in set(lesson_models.read_manifest(folder)) - set(wanted):
         (folder / f"{old}.safetensors").unlink(missing_ok=True)
     (folder / lesson_models.MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     total = sum(e["size_mb"] for e in manifest.values())
