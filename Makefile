@@ -2,7 +2,8 @@
 #               --allow-root; JUPYTER_ARGS passes flags (e.g. "--ip=0.0.0.0 --no-browser --port=8888")
 # make test  -- set up the environment (with test tools) and run the whole test suite
 # make run   -- execute every lesson headless with papermill into runs/ (PROFILE=smoke|cpu|gpu)
-# make html  -- execute the lessons (PROFILE=...) and export them to HTML pages in build/html/;
+# make html  -- execute the lessons (PROFILE=...) and export them to HTML pages in build/html/,
+#               plotly.js and MathJax beside them (figures and formulas need no network);
 #               EXECUTED=runs exports the lessons `make run` executed instead of running them again
 # make clean -- strip outputs from the lessons in notebooks/ and remove build/
 # make student -- write the student versions of the lessons (exercises without their solutions,

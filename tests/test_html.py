@@ -1,7 +1,10 @@
-"""HTML export (tools/export_html.py): a small static site whose figures need no kernel and no network.
+"""HTML export (tools/export_html.py): a small static site whose figures and formulas need no
+kernel and no network.
 
-Most tests export the small explorer fixture (seconds); one exports lesson 01 (smoke profile) to
-check a real lesson's page: its size, its explorer note, its progress lines, offline drawing.
+Most tests export the small explorer fixture (seconds); lesson 00's formulas are typeset from a
+page of the lesson as stored (no execution: its formulas are in its text); one test exports
+lesson 01 (smoke profile) to check a real lesson's page: its size, its explorer note, its
+progress lines, offline drawing.
 """
 from __future__ import annotations
 
@@ -22,8 +25,12 @@ import export_html  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "explorer.ipynb"
 LESSON = ROOT / "notebooks" / "01_dynamic_labels.ipynb"
+FORMULAS = ROOT / "notebooks" / "00_threat_model.ipynb"  # display formulas ($$) in its text
 LESSONS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
-SITE_BUDGET = 10_000_000  # bytes for the whole site: every lesson, plotly.js and the stylesheet
+MATHJAX_BUDGET = 2_500_000  # bytes of the MathJax copy (2.0 MB when written)
+# Bytes for the whole site: every lesson, plotly.js, the stylesheet, and MathJax (10 MB before
+# MathJax was copied beside the pages; its copy adds what MATHJAX_BUDGET allows, no more).
+SITE_BUDGET = 10_000_000 + MATHJAX_BUDGET
 
 
 def _export(source: Path, out: Path) -> tuple[Path, nbformat.NotebookNode]:
@@ -70,7 +77,10 @@ def test_plotlyjs_once_for_the_site_beside_the_pages(exported):
     assert text.count("Plotly.newPlot(") >= figures
     assert len(text) < 100_000, "the page carries its figures only: library and styles are shared"
     assert (page.parent / "index.html").read_text().count(f'href="{page.name}"') == 1
-    assert re.search(r'<script async src="[^"]*mathjax', text)  # the CDN never holds the page up
+    # MathJax from its copy beside the pages, loaded without holding the page up; no CDN.
+    assert text.count(f'<script async src="{export_html.mathjax_url()}">') == 1
+    assert not re.search(r'src="https?://[^"]*mathjax', text, re.I)
+    assert (page.parent / export_html.MATHJAX_DIR / "MathJax.js").is_file()
 
 
 def test_page_has_no_widgets_no_injected_cell_and_says_how_it_ran(exported):
@@ -173,9 +183,76 @@ def test_pages_draw_with_the_network_off(exported, chromium):  # noqa: F811
     seen = chromium.run(export_html.open_offline, page_path)
     assert seen["figures"] == seen["drawn"] == export_html.count_page_figures(nb) >= 1
     assert not seen["errors"], seen["errors"]
-    assert all(export_html.MATHJAX_HOST in url for url in seen["outside"]), seen["outside"]
+    assert seen["outside"] == [] and seen["missing"] == [], (seen["outside"], seen["missing"])
+    assert export_html.typeset(seen["formulas"]), seen["formulas"]
     index = chromium.run(export_html.open_offline, page_path.parent / "index.html")
     assert index["outside"] == [] and index["errors"] == []
+
+
+# ------------------------------------------------------------------ formulas, offline
+def _display_formulas(nb) -> int:
+    """The display formulas ($$ ... $$) in a lesson's markdown."""
+    count = sum(c.source.count("$$") for c in nb.cells if c.cell_type == "markdown")
+    assert count % 2 == 0
+    return count // 2
+
+
+@pytest.fixture(scope="module")
+def formula_page(tmp_path_factory):
+    """Lesson 00 as stored (no outputs: its formulas are in its text) as a page of a site, with
+    plotly.js and the MathJax copy beside it."""
+    out = tmp_path_factory.mktemp("formulas") / "html"
+    out.mkdir()
+    nb = nbformat.read(FORMULAS, as_version=4)
+    text, _ = export_html.to_html_page(nb, "Lesson 00", export_html.write_plotlyjs(out))
+    page = out / FORMULAS.with_suffix(".html").name
+    page.write_text(export_html.share_css(text, out), encoding="utf-8")
+    return page, export_html.write_mathjax(out), _display_formulas(nb)
+
+
+def test_mathjax_copy_is_the_packages_files_needed_for_tex_only(formula_page):
+    page, size, _ = formula_page
+    copy = page.parent / export_html.MATHJAX_DIR
+    files = [p for p in copy.rglob("*") if p.is_file()]
+    assert size == sum(p.stat().st_size for p in files) < MATHJAX_BUDGET
+    source = export_html.mathjax_source()
+    assert all((copy / p.relative_to(copy)).read_bytes() == (source / p.relative_to(copy)).read_bytes()
+               for p in files[:20]), "copied unchanged from jupyter-server-mathjax"
+    names = {p.relative_to(copy).as_posix() for p in files}
+    assert {"MathJax.js", "config/TeX-AMS-MML_HTMLorMML-full.js", "extensions/tex2jax.js",
+            "jax/input/TeX/jax.js"} <= names
+    assert any(n.startswith("fonts/HTML-CSS/STIX-Web/woff/") for n in names)
+    assert not [n for n in names if n.startswith(("jax/output/SVG", "extensions/a11y", "localization"))]
+
+
+@pytest.mark.browser
+def test_lesson_00_display_formulas_are_typeset_with_the_network_off(formula_page, chromium):  # noqa: F811
+    page, _, display = formula_page
+    assert display >= 3, "lesson 00 derives FGSM and PGD in display formulas"
+    seen = chromium.run(export_html.open_offline, page)
+    formulas = seen["formulas"]
+    assert formulas["started"] and formulas["display"] == display, formulas
+    assert formulas["inline"] > 0 and formulas["errors"] == 0 and not formulas["raw"], formulas
+    assert seen["outside"] == [] and seen["missing"] == [] and seen["errors"] == [], seen
+
+
+@pytest.mark.browser
+def test_without_the_copy_the_formulas_stay_tex(formula_page, chromium, tmp_path):  # noqa: F811
+    """The check can fail: the same page without MathJax beside it shows raw $$ TeX."""
+    page, _, _ = formula_page
+    bare = tmp_path / page.name
+    bare.write_text(page.read_text(encoding="utf-8"), encoding="utf-8")
+    seen = chromium.run(export_html.open_offline, bare)
+    assert not seen["formulas"]["started"] and seen["formulas"]["raw"]
+    assert not export_html.typeset(seen["formulas"]) and seen["missing"]
+
+
+def test_only_files_the_package_ships_are_expected_in_the_mathjax_copy(tmp_path):
+    copy = (tmp_path / "html" / export_html.MATHJAX_DIR).as_uri()
+    assert export_html.expected_file(f"{copy}/MathJax.js?config=x")
+    assert export_html.expected_file(f"{copy}/fonts/HTML-CSS/STIX-Web/woff/STIXMathJax_Main-Regular.woff?V=2.7.9")
+    assert not export_html.expected_file(f"{copy}/fonts/HTML-CSS/TeX/otf/MathJax_AMS-Regular.otf")
+    assert export_html.expected_file((tmp_path / "html" / "plotly.min.js").as_uri())
 
 
 def _open_and_count(browser, page_path: Path):
@@ -202,7 +279,8 @@ def test_lesson_page_is_small_and_draws_offline(tmp_path, chromium):  # noqa: F8
     """Lesson 01 (an explorer, progress bars, image grids): a page that fits the site's budget."""
     page, nb = _export(LESSON, tmp_path / "html")
     text = page.read_text(encoding="utf-8")
-    shared = sum(p.stat().st_size for p in page.parent.glob("*.*") if p.suffix in (".js", ".css"))
+    shared = export_html.site_size(page.parent) - page.stat().st_size - (
+        page.parent / "index.html").stat().st_size  # plotly.js, the stylesheet and MathJax
     # Every lesson's page must fit in what the shared files leave of the budget.
     assert page.stat().st_size < (SITE_BUDGET - shared) / max(len(LESSONS), 1)
     assert text.count(export_html.EXPLORER_NOTE) >= 1
@@ -210,6 +288,7 @@ def test_lesson_page_is_small_and_draws_offline(tmp_path, chromium):  # noqa: F8
     assert "widget-state" not in text
     seen = chromium.run(export_html.open_offline, page)
     assert seen["figures"] == seen["drawn"] == export_html.count_page_figures(nb) >= 4
-    assert not seen["errors"] and all(export_html.MATHJAX_HOST in u for u in seen["outside"])
+    assert not seen["errors"] and seen["outside"] == [] and seen["missing"] == []
+    assert export_html.typeset(seen["formulas"]), seen["formulas"]
     results = json.dumps(nb.metadata.get("papermill", {}).get("parameters", {}))
     assert '"PROFILE": "smoke"' in results

@@ -5,8 +5,8 @@
     python tools/export_html.py --executed runs       # take lessons already executed (make run)
     python tools/export_html.py notebooks/01_dynamic_labels.ipynb   # some lessons only
 
-Pages go to ``build/html/`` (one per lesson, ``index.html``, plotly.js and a stylesheet);
-executed copies to ``build/executed/``. What the pages are made of:
+Pages go to ``build/html/`` (one per lesson, ``index.html``, plotly.js, a stylesheet and
+MathJax); executed copies to ``build/executed/``. What the pages are made of:
 
 * **plotly.js once for the whole site**: one file beside the pages (``plotly-VERSION.min.js``),
   which every page loads with ``<script src>``; JupyterLab's styles likewise (``lab-HASH.css``). Each figure, stored by the kernel as plotly's JSON
@@ -21,11 +21,14 @@ executed copies to ``build/executed/``. What the pages are made of:
   the page was run with. The Colab badge becomes a plain link (no image from outside).
 * ``index.html`` lists the lessons with their titles and a one-line summary, both taken from each
   lesson's first markdown cell.
+* **MathJax beside the pages**, so that the formulas are typeset offline: MathJax 2 as the
+  ``jupyter-server-mathjax`` package ships it (the ``lab`` extra installs it), of which only what
+  typesets TeX is copied to ``mathjax/`` (``MATHJAX_FILES``: the TeX input, the HTML-CSS output
+  and its STIX-Web fonts; about 2 MB). nbconvert's ``mathjax_url`` points every page at it.
 
-Nothing is fetched from the network except MathJax, which typesets the formulas (nbconvert loads
-it from its CDN; offline the formulas stay TeX source). After exporting, every page is opened in
-headless Chromium with the network cut off (when Playwright and a Chromium are installed): each
-must draw all its figures and ask the network for nothing but MathJax.
+Nothing is fetched from the network. After exporting, every page is opened in headless Chromium
+with the network cut off (when Playwright and a Chromium are installed): each must draw all its
+figures, typeset all its formulas and ask the network for nothing.
 """
 from __future__ import annotations
 
@@ -49,8 +52,22 @@ WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 INJECTED = "injected-parameters"
 EXPLORER_NOTE = ("Interactive explorer: its controls need a running kernel. Open this lesson in "
                  "JupyterLab or on Colab to use it.")
-#: The only outside address a page may ask for: MathJax, which typesets the formulas.
-MATHJAX_HOST = "cdnjs.cloudflare.com/ajax/libs/mathjax/"
+#: Where the pages find MathJax (beside them), the configuration they load, and the files of the
+#: jupyter-server-mathjax package copied there: the loader, the TeX input, the HTML-CSS output,
+#: the STIX-Web fonts it draws with, and the extensions TeX loads on demand (\boldsymbol,
+#: \color, ...). Left out: the SVG output, the MathML extensions, the accessibility (a11y)
+#: extensions and the menu's translations.
+MATHJAX_DIR = "mathjax"
+MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full,Safe"
+MATHJAX_FILES = ("LICENSE", "MathJax.js", "config/TeX-AMS-MML_HTMLorMML-full.js", "config/Safe.js",
+                 "extensions/*.js", "extensions/TeX/*.js", "extensions/HTML-CSS/*.js",
+                 "jax/input/TeX/*.js", "jax/element/mml/**/*.js", "jax/output/HTML-CSS/**/*.js",
+                 "fonts/HTML-CSS/STIX-Web/woff/*.woff")
+#: The HTML-CSS output's fonts: the STIX-Web web fonts copied above (as the Jupyter notebook
+#: configures them), never fonts of the reader's system or images.
+MATHJAX_FONTS = ('<script type="text/x-mathjax-config">MathJax.Hub.Config({"HTML-CSS": '
+                 '{availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null}'
+                 '});</script>\n')
 #: Lines kernels print that say nothing wrong: hidden while lessons run.
 KERNEL_NOISE = ("KeyboardInterrupt caught in kernel", "running over TCP without encryption")
 _BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\(([^)\s]*)\)")
@@ -256,20 +273,26 @@ def title_and_summary(nb) -> tuple[str, str]:
     return title, summary
 
 
+def mathjax_url(folder: str = MATHJAX_DIR) -> str:
+    """The address pages load MathJax from: its copy in ``folder`` beside them."""
+    return f"{folder}/MathJax.js?config={MATHJAX_CONFIG}"
+
+
 def to_html_page(nb, title: str, plotlyjs: str, run_with: str = "") -> tuple[str, int]:
-    """The lesson as one page (nbconvert, lab template) that loads ``plotlyjs``; and its figures."""
+    """The lesson as one page (nbconvert, lab template) that loads ``plotlyjs`` and MathJax from
+    beside it; and its figures."""
     from nbconvert import HTMLExporter
 
     nb, figures = prepare(nb, run_with)
     nb.metadata["title"] = title
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    body, _ = HTMLExporter(template_name="lab", mathjax_url=mathjax_url()).from_notebook_node(nb)
     # require.js is for widgets and would capture plotly.js as a module: not needed here.
     body = re.sub(r'<script src="[^"]*require(?:\.min)?\.js"></script>\s*', "", body)
-    # MathJax loads without holding the page up (it reads its configuration when it arrives):
-    # a reader without a network gets the page at once, its formulas as TeX.
+    # MathJax loads without holding the page up: it runs the page's configuration blocks (the
+    # template's and MATHJAX_FONTS) when it arrives, then typesets.
     body = re.sub(r'<script src="([^"]*mathjax[^"]*)">', r'<script async src="\1">', body)
     script = f'<script charset="utf-8" src="{html.escape(plotlyjs)}"></script>\n'
-    return body.replace("</head>", script + "</head>", 1), figures
+    return body.replace("</head>", MATHJAX_FONTS + script + "</head>", 1), figures
 
 
 def share_css(page: str, out_dir: Path) -> str:
@@ -297,6 +320,39 @@ def write_plotlyjs(out_dir: Path) -> str:
             old.unlink()
     (out_dir / name).write_text(get_plotlyjs(), encoding="utf-8")
     return name
+
+
+def mathjax_source() -> Path:
+    """The MathJax that the jupyter-server-mathjax package ships (the ``lab`` extra)."""
+    try:
+        from jupyter_server_mathjax.app import STATIC_ASSETS_PATH
+    except ImportError:
+        raise SystemExit("MathJax for the pages comes from the jupyter-server-mathjax package: "
+                         "pip install -e '.[lab]' (make html does it)") from None
+    return Path(STATIC_ASSETS_PATH)
+
+
+def write_mathjax(out_dir: Path, source: Path | None = None) -> int:
+    """Copy the files of ``MATHJAX_FILES`` to ``out_dir/mathjax`` (once for the site, replacing
+    an older copy); their size in bytes."""
+    import shutil
+
+    source = source or mathjax_source()
+    dest = out_dir / MATHJAX_DIR
+    if dest.exists():
+        shutil.rmtree(dest)
+    size = 0
+    for pattern in MATHJAX_FILES:
+        found = sorted(p for p in source.glob(pattern) if p.is_file())
+        if not found:
+            raise SystemExit(f"MathJax in {source} has no {pattern}: is jupyter-server-mathjax "
+                             f"the version constraints.txt names?")
+        for path in found:
+            target = dest / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            size += path.stat().st_size
+    return size
 
 
 def write_index(lessons: list[tuple[Path, str, str]], out_dir: Path, run_with: str = "") -> Path:
@@ -335,20 +391,64 @@ def find_chromium() -> str | None:
     return None
 
 
+#: In the browser: the page's formulas once MathJax has typeset them (MathJax 2's queue runs the
+#: callback after the typesetting it queued at start-up), and whether ``$$`` is still in the
+#: page's text (outside code).
+_TYPESET = """() => new Promise(done => {
+    const seen = () => ({
+        started: Boolean(window.MathJax && MathJax.Hub),
+        display: document.querySelectorAll('.MathJax_Display').length,
+        inline: document.querySelectorAll('span.MathJax').length
+                - document.querySelectorAll('.MathJax_Display span.MathJax').length,
+        errors: document.querySelectorAll('.MathJax_Error, merror').length,
+        raw: rawTex()});
+    // '$$' left in the page's text outside code (where TeX may be shown as code on purpose)
+    const rawTex = () => {
+        const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT, {acceptNode:
+            n => n.parentElement.closest('code, pre, script, style')
+                 ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT});
+        for (let n = walk.nextNode(); n; n = walk.nextNode()) if (n.nodeValue.includes('$$')) return true;
+        return false;
+    };
+    if (window.MathJax && MathJax.Hub) MathJax.Hub.Queue(() => done(seen())); else done(seen());
+})"""
+#: MathJax has started, or the page has loaded without it (its script missing).
+_MATHJAX_SETTLED = ("() => (window.MathJax && MathJax.isReady) "
+                    "|| (document.readyState === 'complete' && !window.MathJax)")
+
+
+def expected_file(url: str) -> bool:
+    """Whether a local file a page asked for should be there: any file but those in the MathJax
+    copy that jupyter-server-mathjax does not ship either (MathJax's HTML-CSS output declares
+    its TeX fonts too, and asks for two or three of them; it draws with STIX-Web)."""
+    from urllib.parse import unquote, urlparse
+
+    parts = Path(unquote(urlparse(url).path)).parts
+    if MATHJAX_DIR not in parts:
+        return True
+    inside = Path(*parts[len(parts) - parts[::-1].index(MATHJAX_DIR):])
+    return (mathjax_source() / inside).exists()
+
+
 def open_offline(browser, page_path: Path, timeout_ms: int = 180_000) -> dict:
     """Open a page with the network cut off; what was drawn and what was asked for.
 
     Returns ``figures`` (plotly figures on the page), ``drawn`` (those with an SVG),
-    ``outside`` (addresses other than local files the page asked for: all refused) and
-    ``errors`` (uncaught script errors).
+    ``formulas`` (whether MathJax ``started``; its typeset formulas, ``display`` and
+    ``inline``; ``errors``; and ``raw``: whether ``$$`` is still in its text), ``outside``
+    (addresses other than local files the page asked for: all refused), ``missing`` (local
+    files it asked for that are not there, e.g. a MathJax file not copied; see
+    ``expected_file``) and ``errors`` (uncaught script errors).
     """
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     context = browser.new_context(offline=True)
-    outside, errors = [], []
+    outside, errors, missing = [], [], []
     context.route(re.compile(r"^(?!file:).*"), lambda route: (outside.append(route.request.url), route.abort()))
     page = context.new_page()
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("requestfailed", lambda request: request.url.startswith("file:")
+            and expected_file(request.url) and missing.append(request.url))
     try:
         page.goto(page_path.resolve().as_uri(), wait_until="domcontentloaded", timeout=timeout_ms)
         try:
@@ -361,13 +461,25 @@ def open_offline(browser, page_path: Path, timeout_ms: int = 180_000) -> dict:
                               ".filter(gd => gd.querySelector('svg.main-svg')"
                               " && gd.getBoundingClientRect().height > 0).length")
         figures = page.locator(".plotly-graph-div").count()
-        return {"figures": figures, "drawn": drawn, "outside": outside, "errors": errors}
+        try:
+            page.wait_for_function(_MATHJAX_SETTLED, timeout=timeout_ms)
+        except PlaywrightTimeout:
+            pass  # formulas["started"] says so
+        formulas = page.evaluate(_TYPESET)
+        return {"figures": figures, "drawn": drawn, "formulas": formulas, "outside": outside,
+                "missing": missing, "errors": errors}
     finally:
         context.close()
 
 
+def typeset(formulas: dict) -> bool:
+    """Whether MathJax started and left no formula as TeX source or as an error."""
+    return formulas["started"] and not formulas["raw"] and not formulas["errors"]
+
+
 def check_site(pages: list[Path], expected: list[int]) -> bool | None:
-    """True/False: every page drew its figures offline; None: no browser to check with."""
+    """True/False: every page drew its figures and typeset its formulas offline; None: no
+    browser to check with."""
     exe = find_chromium()
     try:
         import playwright  # noqa: F401
@@ -384,11 +496,15 @@ def check_site(pages: list[Path], expected: list[int]) -> bool | None:
         results = pool.submit(_check_pages, exe, pages).result()
     ok = True
     for page, want, got in zip(pages, expected, results):
-        outside = [u for u in got["outside"] if MATHJAX_HOST not in u]
-        good = got["drawn"] == got["figures"] == want and not outside and not got["errors"]
+        outside, formulas = got["outside"] + got["missing"], got["formulas"]
+        good = (got["drawn"] == got["figures"] == want and not outside and not got["errors"]
+                and typeset(formulas))
         ok &= good
-        print(f"  {page.name}: {got['drawn']} of {want} figure(s) drawn offline"
-              + (f"; asked the network for {outside}" if outside else "")
+        math = (f"{formulas['display'] + formulas['inline']} formula(s) typeset"
+                + ("" if typeset(formulas) else ", some left as TeX or errors")
+                if formulas["started"] else "MathJax did not start")
+        print(f"  {page.name}: {got['drawn']} of {want} figure(s) drawn offline, {math}"
+              + (f"; asked for {outside}, which it could not get" if outside else "")
               + (f"; script errors {got['errors']}" if got["errors"] else ""))
     return ok
 
@@ -428,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("no lessons to export: notebooks/ has no [0-9]*.ipynb")
     args.out.mkdir(parents=True, exist_ok=True)
     plotlyjs = write_plotlyjs(args.out)
+    mathjax_bytes = write_mathjax(args.out)
     lessons, pages, expected, ran_with = [], [], [], set()
     for i, source in enumerate(sources, 1):
         step = f"[{i}/{len(sources)}] {source.stem}"
@@ -456,13 +573,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{step}: wrote {page} ({page.stat().st_size / 1e3:.0f} kB, {figures} figure(s))", flush=True)
     index = write_index(lessons, args.out, ran_with.pop() if len(ran_with) == 1 else "")
     today = datetime.date.today().isoformat()
-    print(f"wrote {index}: {len(pages)} page(s) and {plotlyjs}, "
-          f"{site_size(args.out) / 1e6:.1f} MB in all ({today})")
+    print(f"wrote {index}: {len(pages)} page(s), {plotlyjs} and MathJax "
+          f"({mathjax_bytes / 1e6:.1f} MB), {site_size(args.out) / 1e6:.1f} MB in all ({today})")
 
     if not args.no_check:
         print("checking every page in headless Chromium, network off:")
         if check_site(pages, expected) is False:
-            print("not every page drew its figures offline (see above)", file=sys.stderr)
+            print("not every page drew its figures and typeset its formulas offline (see "
+                  "above)", file=sys.stderr)
             return 1
     return 0
 
