@@ -93,6 +93,13 @@ def _running(p: psutil.Process) -> bool:
         return False
 
 
+def _name(p: psutil.Process) -> str:
+    try:
+        return p.name()
+    except psutil.Error:  # it ended, or is a zombie, while we looked
+        return f"pid {p.pid}"
+
+
 def _terminate(procs: list[psutil.Process]) -> None:
     for p in procs:
         try:
@@ -129,7 +136,7 @@ def stray_processes():
     yield
     strays = [p for p in psutil.Process().children(recursive=True) if _running(p)]
     if strays:
-        names = ", ".join(sorted({p.name() for p in strays}))
+        names = ", ".join(sorted({_name(p) for p in strays}))
         print(f"\nstopping {len(strays)} process(es) left running by the tests: {names}",
               file=sys.stderr)
         _terminate(strays)

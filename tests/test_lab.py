@@ -116,19 +116,35 @@ def test_make_lab_serves_the_lessons_and_stops_clean(lab):
     with urllib.request.urlopen(request, timeout=60) as r:
         assert r.status == 201
     kernels = _wait_for_kernels(proc.pid)
-    assert kernels and all(Path(k.cmdline()[0]).parent == VENV / "bin" for k in kernels)
+    assert kernels and all(Path(_cmdline(k)[0]).parent == VENV / "bin" for k in kernels)
 
     # Stopping leaves nothing behind: not the server, not make, not the kernel.
     stop(proc)
     assert not alive_in_group(proc.pid)
-    assert not [k for k in kernels if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
+    assert not [k for k in kernels if _running(k)]
+
+
+def _running(p: psutil.Process) -> bool:
+    """Alive and not a zombie (a process that ends while we look is not running)."""
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _cmdline(p: psutil.Process) -> list[str]:
+    """``p``'s command line; [] for a process that ended or is a zombie (psutil raises)."""
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
 
 
 def _wait_for_kernels(pid: int, timeout_s: float = 60) -> list[psutil.Process]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         kernels = [p for p in psutil.Process(pid).children(recursive=True)
-                   if any("ipykernel" in part for part in p.cmdline())]
+                   if any("ipykernel" in part for part in _cmdline(p))]
         if kernels:
             return kernels
         time.sleep(0.5)
