@@ -7,10 +7,19 @@ seeds pooled); "higher clean accuracy at comparable robustness" needs the clean 
 its margin and the robust one not below its own (``clean_at_comparable_robustness``). The rows are
 ``study.summarize``'s; this module imports the diagnostics' collapse rule and the attacks'
 titles, nothing that trains.
+
+A claim of your own is *pre-registered* (lesson 08): its plan -- the claim, the metric, the two
+groups of runs compared, the verdict you expect and why -- is fixed in the study's folder
+(``freeze_plan``) before any of its runs has finished, and judged afterwards by the same rule
+(``claim_verdict``).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import re
+from pathlib import Path
 
 from . import diagnostics
 from .evaluate import ATTACK_TITLES
@@ -250,3 +259,128 @@ def steps_evidence(rows: list[dict], hist: dict[str, list[dict]], robust: str = 
                         "measured": measured + " (points, DYNAT minus baseline, mean of seeds)",
                         "verdict": verdict})
     return out
+
+
+# ----------------------------------------------------------------- a pre-registered claim
+#: What a pre-registration fixes before its study runs, and what each field holds.
+PLAN_FIELDS = {
+    "claim": "the claim, one sentence that a measurement could contradict",
+    "metric": "the accuracy compared, a column of the study's summary (e.g. 'pgd20', 'clean')",
+    "comparison": "[a, b]: the two groups of runs (run names without '-s<seed>'); the claim is "
+                  "that a's metric is higher than b's",
+    "prediction": "the verdict you expect: 'supported', 'not supported' or 'inconclusive'",
+    "reason": "why you expect it, in a sentence or two",
+}
+PLAN_FILE = "preregistration.json"
+_FINISHED = "*/final.json"  # a finished run of a study (study.FINAL in each run's folder)
+_MIN_WORDS = {"claim": 6, "reason": 6}
+
+
+class PlanError(ValueError):
+    """A pre-registration that is incomplete, or that changed after results were in."""
+
+
+def plan_problems(plan, metrics=None, groups=None) -> list[str]:
+    """What is missing or wrong in ``plan`` ([] when it is complete): every field of
+    ``PLAN_FIELDS`` and no other, the texts in words, the metric one of ``metrics``, the
+    comparison two different names (of ``groups``, when given), the prediction a verdict."""
+    if not isinstance(plan, dict):
+        return [f"the plan must be a dict, got {type(plan).__name__}"]
+    problems = [f"{key!r} is missing ({what})" for key, what in PLAN_FIELDS.items()
+                if key not in plan]
+    problems += [f"{key!r} is not a field of a plan (the fields: {', '.join(PLAN_FIELDS)})"
+                 for key in plan if key not in PLAN_FIELDS]
+    for key, least in _MIN_WORDS.items():
+        text = plan.get(key)
+        if key in plan and (not isinstance(text, str) or len(text.split()) < least):
+            problems.append(f"{key!r} must be a sentence of at least {least} words")
+    metric = plan.get("metric")
+    if "metric" in plan and (not isinstance(metric, str) or (metrics and metric not in metrics)):
+        problems.append(f"'metric' must be one of {', '.join(map(repr, metrics or ()))}"
+                        if metrics else "'metric' must be the name of a summary column")
+    pair = plan.get("comparison")
+    if "comparison" in plan:
+        names_ok = (isinstance(pair, (list, tuple)) and len(pair) == 2
+                    and all(isinstance(g, str) and re.fullmatch(r"[a-z][a-z0-9_]*", g)
+                            for g in pair) and pair[0] != pair[1])
+        if not names_ok:
+            problems.append("'comparison' must be two different group names [a, b], such as "
+                            "['dynat', 'pgd_at']")
+        elif groups is not None and not set(pair) <= set(groups):
+            problems.append(f"'comparison' names {sorted(set(pair) - set(groups))}: the groups "
+                            f"this study can run are {', '.join(groups)}")
+    if "prediction" in plan and plan["prediction"] not in (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE):
+        problems.append(f"'prediction' must be {SUPPORTED!r}, {NOT_SUPPORTED!r} or "
+                        f"{INCONCLUSIVE!r}")
+    return problems
+
+
+def plan_fingerprint(plan: dict) -> str:
+    """The SHA-256 of the plan written canonically (sorted keys): any change changes it."""
+    text = json.dumps(plan, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def freeze_plan(plan: dict, folder, metrics=None, groups=None) -> dict:
+    """Fix ``plan`` in ``folder/preregistration.json`` before the study in ``folder`` runs;
+    returns the record (the plan and its fingerprint).
+
+    Freezing the same plan again returns the recorded one (a notebook run again). A plan that
+    is incomplete, or that differs from the recorded one once any run in ``folder`` has
+    finished, raises ``PlanError``: a plan written after its results were seen is no
+    pre-registration. Before any run has finished, a changed plan replaces the old one.
+    """
+    problems = plan_problems(plan, metrics, groups)
+    if problems:
+        raise PlanError("The plan is not complete: " + "; ".join(problems) + ".")
+    folder = Path(folder)
+    record = {"plan": plan, "sha256": plan_fingerprint(plan)}
+    path = folder / PLAN_FILE
+    finished = sorted(p.parent.name for p in folder.glob(_FINISHED))
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old.get("sha256") == record["sha256"]:
+            return old
+        if finished:
+            raise PlanError(f"The plan differs from the one fixed in {path} before runs "
+                            f"{', '.join(finished)} finished: a plan changed after its results "
+                            f"is no pre-registration. Keep the fixed plan, or start a new study "
+                            f"in another folder.")
+    elif finished:
+        raise PlanError(f"Runs {', '.join(finished)} in {folder} have finished already: fix the "
+                        f"plan before the study runs, in a new folder.")
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
+    return record
+
+
+def frozen_plan(folder) -> dict:
+    """The plan fixed in ``folder``, after checking that its file was not edited since."""
+    path = Path(folder) / PLAN_FILE
+    if not path.exists():
+        raise PlanError(f"No plan was fixed in {folder}: run freeze_plan before the study.")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if plan_fingerprint(record["plan"]) != record.get("sha256"):
+        raise PlanError(f"{path} was edited after it was fixed: its plan no longer matches its "
+                        f"fingerprint.")
+    return record["plan"]
+
+
+def claim_verdict(rows: list[dict], plan: dict) -> dict:
+    """The verdict on a plan's claim, "a's metric is higher than b's", by the rule of every
+    verdict here: ``compare_groups`` (means over seeds, the images of all seeds pooled), then
+    supported when the difference is above its 95 % margin, not supported when it is below
+    minus the margin, inconclusive in between. Returns compare_groups' numbers, the interval
+    ``low``, ``high`` of the difference, and ``claim``, ``measured``, ``verdict`` as the other
+    evidence items (``evidence_markdown``)."""
+    a, b = plan["comparison"]
+    metric = plan["metric"]
+    c = compare_groups(rows, a, b, metric)
+    verdict = {1: SUPPORTED, -1: NOT_SUPPORTED, 0: INCONCLUSIVE}[_verdict(c["diff"], c["margin"])]
+    title = ATTACK_TITLES.get(metric, metric)
+    low, high = c["diff"] - c["margin"], c["diff"] + c["margin"]
+    measured = (f"{title}: {a} {_pct(c['a'])}, {b} {_pct(c['b'])}; difference "
+                f"{c['diff'] * 100:+.1f} points, 95 % interval [{low * 100:+.1f}, "
+                f"{high * 100:+.1f}] ({c['seeds']} seed(s) a group)")
+    return {**c, "low": low, "high": high, "claim": plan["claim"], "measured": measured,
+            "verdict": verdict}

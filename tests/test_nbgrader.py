@@ -1,10 +1,13 @@
-"""A real nbgrader course in a temporary directory, on a real lesson.
+"""A real nbgrader course in a temporary directory, on real lessons.
 
-Its own nbgrader_config.py and SQLite gradebook; ``nbgrader generate_assignment`` makes the
-release version of the lesson; ``nbgrader autograde`` then executes two submissions from top to
-bottom (smoke profile) and grades them: the instructor's notebook, with the solutions, gets full
-marks; the unanswered release version gets zero on every exercise, and the run does not crash.
-Nothing is mocked: nbgrader's command line, its gradebook and a kernel running the lesson.
+Its own nbgrader_config.py (which calls ``dynat_lite.nbgrader_stubs.configure``, as the README
+tells a course to) and SQLite gradebook; ``nbgrader generate_assignment`` makes the release
+versions: of one lesson, and of every lesson in a second assignment. Their cells are those of
+``make student``: the same scaffolded stubs and no Think! answer. ``nbgrader autograde`` then
+executes two submissions of the one lesson from top to bottom (smoke profile) and grades them:
+the instructor's notebook, with the solutions, gets full marks; the unanswered release version
+gets zero on every exercise, and the run does not crash. Nothing is mocked: nbgrader's command
+line, its gradebook and a kernel running the lesson.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import nbformat
 import pytest
 
 from conftest import REPO
+from dynat_lite import nbgrader_stubs as stubs
 
 pytest.importorskip("nbgrader")
 from nbgrader.api import Gradebook  # noqa: E402
@@ -27,6 +31,7 @@ from nbgrader.api import Gradebook  # noqa: E402
 #: profile: a guide trained briefly while its labels are recorded, then figures).
 LESSON = "01_dynamic_labels"
 ASSIGNMENT = "lesson01"
+ALL = "all-lessons"  # every lesson, released only
 STUDENTS = {"solver": "the instructor's notebook, solutions in place",
             "blank": "the release version, nothing answered"}
 CELL_TIMEOUT = 1800  # seconds per cell: training on a loaded 2-core CPU
@@ -63,16 +68,21 @@ def course(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("course")
     (root / "source" / ASSIGNMENT).mkdir(parents=True)
     shutil.copy(REPO / "notebooks" / f"{LESSON}.ipynb", root / "source" / ASSIGNMENT)
+    (root / "source" / ALL).mkdir()
+    for lesson in _make_student().lessons():
+        shutil.copy(lesson, root / "source" / ALL)
     students = ", ".join(f"dict(id={sid!r})" for sid in STUDENTS)
     (root / "nbgrader_config.py").write_text(f"""c = get_config()
 c.CourseDirectory.root = {str(root)!r}
 c.CourseDirectory.course_id = "dynat-lite"
 c.CourseDirectory.db_url = "sqlite:///{root / 'gradebook.db'}"
 c.CourseDirectory.db_students = [{students}]
-c.ClearSolutions.code_stub = {{"python": {_make_student().CODE_STUB!r}}}
 c.Execute.timeout = {CELL_TIMEOUT}
+from dynat_lite.nbgrader_stubs import configure
+configure(c)
 """)
     nbgrader_cli("generate_assignment", ASSIGNMENT, cwd=root)
+    nbgrader_cli("generate_assignment", ALL, cwd=root)
     release = root / "release" / ASSIGNMENT / f"{LESSON}.ipynb"
     (root / "shared-runs").mkdir()
     for sid, notebook in (("solver", root / "source" / ASSIGNMENT / f"{LESSON}.ipynb"),
@@ -113,6 +123,24 @@ def test_the_release_version_is_the_student_version(course):
                  for nb in (release, student)]
     assert solutions[0] == solutions[1] and len(solutions[0]) == len(exercise_names()) > 0
     assert all("BEGIN SOLUTION" not in s for s in solutions[0])
+
+
+def test_every_release_has_the_scaffolded_stubs_and_no_think_answer(course):
+    """Lesson by lesson, every cell of nbgrader's release is the cell `make student` clears
+    (before it moves the copy to notebooks/student/): the scaffolded exercises, the answers
+    replaced by the note."""
+    make_student = _make_student()
+    blanks = notes = 0
+    for lesson in make_student.lessons():
+        release = nbformat.read(course / "release" / ALL / lesson.name, as_version=4)
+        cleared = make_student.cleared(nbformat.read(lesson, as_version=4))
+        assert [(c.get("id"), c.cell_type, c.source) for c in release.cells] == [
+            (c.get("id"), c.cell_type, c.source) for c in cleared.cells], lesson.name
+        text = "\n".join(c.source for c in release.cells)
+        assert "BEGIN SOLUTION" not in text and not stubs.answer_blocks(text), lesson.name
+        blanks += text.count(f" = {stubs.BLANK}")
+        notes += text.count(stubs.ANSWER_NOTE)
+    assert blanks > 0 and notes > 0
 
 
 def test_the_solutions_get_full_marks(course):

@@ -1,16 +1,40 @@
 """Write the student versions of the lessons: notebooks/student/NN_*.ipynb.
 
-The instructor notebooks in ``notebooks/`` are the single source. In them each exercise's
-solution sits between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` in a cell that nbgrader's
-metadata marks as a solution cell; the next cell, a locked grade cell, calls
-``exercises.check``. The student version is made by nbgrader's own preprocessors, in the order
-``nbgrader generate_assignment`` runs them:
+The instructor notebooks in ``notebooks/`` are the single source. The student version is made
+by nbgrader's preprocessors, in the order ``nbgrader generate_assignment`` runs them, with two
+of the kit's own (``dynat_lite/nbgrader_stubs.py``, which a course's ``nbgrader_config.py`` names
+too, so that its release versions are these):
 
 * ``LockCells``: the check cells become read-only and undeletable;
-* ``ClearSolutions``: each solution region becomes ``raise NotImplementedError("Exercise: ...")``
-  (``exercises.check`` turns that into "not written yet" and the task);
+* ``ScaffoldSolutions`` (nbgrader's ``ClearSolutions``, scaffolded): each solution region is
+  cleared. A region that is exactly one assignment line ``name = expression`` becomes
+  ``name = ...  # YOUR CODE`` at the same indentation; any other region becomes
+  ``raise NotImplementedError("Exercise: ...")`` (``exercises.check`` turns either into "not
+  written yet" and the task). Everything outside the regions stays: the signature, the
+  docstring, and the skeleton that is the lesson;
+* ``ClearAnswers``: each Think! answer is replaced by a line asking the students to discuss it;
 * ``ClearOutput``, ``ClearHiddenTests``, ``ClearMarkScheme``, and ``CheckCellMetadata``, which
   rejects malformed nbgrader metadata.
+
+How to write an exercise: a solution cell (nbgrader metadata ``solution: true``) keeps the
+function's signature and a docstring with every argument and the return value (shape and dtype)
+outside the markers; each blank is its own ``### BEGIN SOLUTION`` / ``### END SOLUTION`` region,
+preferably one assignment line.
+
+How to mark a Think! answer, which students must not see: in a markdown cell tagged ``answer``
+(cell metadata ``"tags": ["answer"]``; in JupyterLab, the property inspector's cell tags), as a
+block
+
+    <details><summary>Answer (click to open)</summary>
+
+    The answer.
+
+    </details>
+
+The question stays above it. Any such block is removed, tagged or not, but a cell tagged
+``answer`` without such a block stops this script (its answer would be handed out), and
+``tests/test_student.py`` fails on a lesson with an untagged answer block or with an answer that
+the student version still shows.
 
 Everything else is kept: every cell's id and metadata (the ``parameters`` tag included) and the
 notebook's metadata. Two things follow from where the copy lives: its *Open in Colab* badge opens
@@ -32,8 +56,10 @@ from pathlib import Path
 
 import nbformat
 from nbgrader.preprocessors import (CheckCellMetadata, ClearHiddenTests, ClearMarkScheme,
-                                    ClearOutput, ClearSolutions, LockCells)
+                                    ClearOutput, LockCells)
 from traitlets.config import Config
+
+from dynat_lite.nbgrader_stubs import ClearAnswers, ScaffoldSolutions, configure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from colab_badges import colab_url, repository_url, rewrite  # noqa: E402,F401 (a sibling)
@@ -43,13 +69,10 @@ LESSONS = ROOT / "notebooks"
 STUDENT = LESSONS / "student"
 SUBDIR = "student"
 
-#: What a cleared solution region becomes (one line, indented like the region it replaces).
-CODE_STUB = ('raise NotImplementedError("Exercise: write this function, run this cell, then the '
-             'check below")')
-
-#: nbgrader's preprocessors, in generate_assignment's order.
-PREPROCESSORS = (LockCells, ClearSolutions, ClearOutput, ClearHiddenTests, ClearMarkScheme,
-                 CheckCellMetadata)
+#: generate_assignment's preprocessors (as nbgrader_stubs.configure sets them), in its order, less
+#: those that need a course: header and footer, test instantiation, checksums, the gradebook.
+PREPROCESSORS = (LockCells, ScaffoldSolutions, ClearAnswers, ClearOutput, ClearHiddenTests,
+                 ClearMarkScheme, CheckCellMetadata)
 
 # A string literal that starts with "../" (either quote): a path relative to notebooks/.
 _RELATIVE = re.compile(r"""(?<![\w.])(["'])\.\./""")
@@ -60,8 +83,9 @@ def lessons() -> list[Path]:
 
 
 def nbgrader_config() -> Config:
+    """The configuration a course gets from ``nbgrader_stubs.configure``."""
     config = Config()
-    config.ClearSolutions.code_stub = {"python": CODE_STUB}
+    configure(config)
     return config
 
 
@@ -70,12 +94,17 @@ def deepen_relative_paths(source: str) -> str:
     return _RELATIVE.sub(lambda m: m.group(1) + "../../", source)
 
 
-def student_version(path: Path) -> nbformat.NotebookNode:
-    """The student version of the lesson at ``path`` (nothing is written)."""
-    nb = nbformat.read(path, as_version=4)
+def cleared(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """``nb`` run through the preprocessors: the cells nbgrader's release version has too."""
     config, resources = nbgrader_config(), {}
     for preprocessor in PREPROCESSORS:
         nb, resources = preprocessor(config=config).preprocess(nb, resources)
+    return nb
+
+
+def student_version(path: Path) -> nbformat.NotebookNode:
+    """The student version of the lesson at ``path`` (nothing is written)."""
+    nb = cleared(nbformat.read(path, as_version=4))
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.source = deepen_relative_paths(cell.source)

@@ -6,27 +6,44 @@ import copy
 import torch
 
 from .. import attacks
-from .support import (_TinyNet, _Watch, _call, _classes, _fmt, _images, _input_grad, _require,
-    _require_ball, _require_box, _require_detached, _require_signed_step, _require_tensor)
+from .support import (_TinyNet, _Watch, _call, _classes, _edge_images, _fmt, _images,
+    _input_grad, _require, _require_ball, _require_box, _require_detached, _require_signed_step,
+    _require_tensor)
 
 
-def _check_fgsm(fgsm) -> str:
-    model, x, y, eps = _TinyNet(0).eval(), _images(1), _classes(1), 0.1
-    reference = attacks.fgsm(copy.deepcopy(model), x, y, eps=eps)
+def _fgsm_call(fgsm, model, x, y, eps) -> torch.Tensor:
+    """Call the student's fgsm; check what a call must not change; returns x_adv."""
     watch = _Watch({"model": model}, {"x": x, "y": y})
     out = _call(fgsm, model, x, y, eps)
     _require_tensor(out, x.shape, "the result x_adv", dtype=x.dtype)
     watch.inputs_untouched("fgsm")
     watch.grads_untouched("fgsm", "model")
     watch.mode_restored("fgsm", "model")
+    watch.attacked_in_eval("fgsm", "model")
     _require_detached(out, "x_adv")
+    return out
+
+
+def _check_fgsm(fgsm) -> str:
+    net, x, y, eps = _TinyNet(0), _edge_images(1), _classes(1), 0.1
+    _fgsm_call(fgsm, copy.deepcopy(net).eval(), x, y, eps)  # a model in eval mode stays so
+    out = _fgsm_call(fgsm, copy.deepcopy(net).train(), x, y, eps)
+    reference = attacks.fgsm(copy.deepcopy(net), x, y, eps=eps)
     _require_box(out, "clamp to [0, 1] after the step")
     _require_ball(out, x, eps, "FGSM moves each pixel by ε, no more")
-    _require_signed_step(out, x, _input_grad(model, x, y), eps, "the FGSM step")
+    _require_signed_step(out, x, _input_grad(net, x, y), eps, "the FGSM step")
     _require(torch.allclose(out, reference, atol=1e-9),
              "x_adv differs from dynat_lite.attacks.fgsm: one step ε·sign(∇ₓ CE(model(x), y))")
-    return (f"one step ε·sign(∇ₓ CE) on {len(x)} images equals dynat_lite.attacks.fgsm; stays "
-            f"in [0, 1] and the ε-ball; input gradient only (.grad untouched), mode unchanged")
+    for edge in (0.0, 1.0):  # the budget's extremes: nothing moves; every pixel to 0 or 1
+        got = _fgsm_call(fgsm, copy.deepcopy(net).train(), x, y, edge)
+        wrong = int((~torch.isclose(got, attacks.fgsm(copy.deepcopy(net), x, y, eps=edge),
+                                    atol=1e-12)).sum())
+        _require(wrong == 0, f"with ε = {edge:g} x_adv is wrong on {wrong} pixels: the step is "
+                             f"ε·sign(∇ₓ CE) whatever ε, then the clamp to [0, 1]")
+    return (f"one step ε·sign(∇ₓ CE) on {len(x)} images (with black and white pixels, ε = 0.1, "
+            f"0 and 1) equals dynat_lite.attacks.fgsm; stays in [0, 1] and the ε-ball; the "
+            f"model attacked in eval mode, its mode restored; input gradient only (.grad "
+            f"untouched)")
 
 
 def _check_project(project) -> str:
@@ -64,26 +81,22 @@ def _pgd_like(name: str, fn, model, x, lab, eps, step, steps) -> torch.Tensor:
     watch.inputs_untouched(name)
     watch.grads_untouched(name, who)
     watch.mode_restored(name, who)
-    _require(watch.stats_unchanged(who),
-             f"{name} ran the {who} in train mode (its BatchNorm running statistics changed): "
-             f"attack it in eval mode ({who}.eval()), then restore its mode")
+    watch.attacked_in_eval(name, who)
     _require_detached(out, "x_adv")
     return out
 
 
-def _check_pgd_like(name: str, fn, train_mode: bool) -> str:
-    """pgd and inner_max: the same attack; inner_max gets a target in train mode, whose mode it
-    must switch to eval for the attack and restore."""
-    model, x, lab = _TinyNet(4), _images(5), _classes(5)
-    model.train(train_mode)
+def _check_pgd_like(name: str, fn) -> str:
+    """pgd and inner_max: the same attack. Each gets its model in train mode (with BatchNorm),
+    whose mode it must switch to eval for the attack and restore, and once in eval mode."""
+    model, x, lab = _TinyNet(4).train(), _edge_images(5), _classes(5)
     eps, step, steps = 0.06, 0.025, 6
 
-    def run(steps_, net=None):
+    def run(steps_, net=None, eps_=eps):
         net = copy.deepcopy(model) if net is None else net
-        return _pgd_like(name, fn, net, x, lab, eps, step, steps_)
+        return _pgd_like(name, fn, net, x, lab, eps_, step, steps_)
 
-    if train_mode:  # a target that comes in eval mode must leave in eval mode too
-        run(1, net=copy.deepcopy(model).eval())
+    run(1, net=copy.deepcopy(model).eval())  # a model that comes in eval mode leaves in it
     start = run(0)
     shift = float((start - x).abs().max())
     _require(shift <= 1e-12, f"with steps = 0 x_adv should be x itself, but it moved by up to "
@@ -95,16 +108,20 @@ def _check_pgd_like(name: str, fn, train_mode: bool) -> str:
     _require_box(out, "clamp to [0, 1] in every step")
     _require_ball(out, x, eps, "project after every step")
     again = run(steps)
-    _require(torch.equal(out, again), f"two calls with the same inputs gave different x_adv: "
-                                      f"no random start, start at x")
+    _require(torch.equal(out, again), "two calls with the same inputs gave different x_adv: "
+                                      "no random start, start at x")
+    still = run(steps, eps_=0.0)
+    moved = float((still - x).abs().max())
+    _require(moved <= 1e-12, f"with ε = 0 x_adv moved by up to {_fmt(moved)}: the ε-ball of "
+                             f"radius 0 is x itself, project onto it after every step")
     reference = attacks.pgd(copy.deepcopy(model), x, lab, eps=eps, step_size=step, steps=steps,
                             loss="ce", random_start=None)
     if not torch.allclose(out, reference, atol=1e-9):
         _diagnose_pgd(out, model, x, lab, eps, step, steps)
-    return (f"{steps} steps of PGD from x equal dynat_lite.attacks.pgd (no random start); "
-            f"stays in [0, 1] and the ε-ball; climbs the loss; input gradient only (.grad "
-            f"untouched); the model's mode " + ("switched to eval and restored" if train_mode
-                                               else "unchanged"))
+    return (f"{steps} steps of PGD from x (with black and white pixels) equal "
+            f"dynat_lite.attacks.pgd (no random start); stays in [0, 1] and the ε-ball (ε = 0 "
+            f"too); climbs the loss; input gradient only (.grad untouched); the model attacked "
+            f"in eval mode, its mode restored")
 
 
 def _diagnose_pgd(out, model, x, lab, eps, step, steps) -> None:
@@ -129,4 +146,4 @@ def _diagnose_pgd(out, model, x, lab, eps, step, steps) -> None:
 
 
 def _check_pgd(pgd) -> str:
-    return _check_pgd_like("pgd", pgd, train_mode=False)
+    return _check_pgd_like("pgd", pgd)

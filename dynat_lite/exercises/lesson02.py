@@ -49,14 +49,40 @@ def _check_trades_kl(trades_kl) -> str:
     _require(math.isclose(value, ref, rel_tol=1e-6, abs_tol=1e-12),
              "the value is not KL(softmax(logits_clean) ‖ softmax(logits_adv)) summed over "
              "classes and averaged over the batch")
-    grad, = torch.autograd.grad(out, adv)
-    ref_grad, = torch.autograd.grad(reference, adv)
-    _require(torch.allclose(grad, ref_grad, atol=1e-9),
+    grads = torch.autograd.grad(out, [adv, clean], allow_unused=True)
+    ref_grads = torch.autograd.grad(reference, [adv, clean])
+    _require(grads[0] is not None and torch.allclose(grads[0], ref_grads[0], atol=1e-9),
              "the value is right but its gradient with respect to logits_adv is not that of the "
              "KL: compute it from logits_adv with differentiable operations")
+    _require(grads[1] is not None and bool(grads[1].abs().sum() > 0),
+             "no gradient reaches logits_clean: TRADES trains the network through its clean "
+             "logits too (lesson 02: the loss trains through both), so do not detach them")
+    _require(torch.allclose(grads[1], ref_grads[1], atol=1e-9),
+             "the gradient with respect to logits_clean is not that of the KL: compute "
+             "softmax(logits_clean) and its log from logits_clean with differentiable "
+             "operations")
+    _check_large_logits(trades_kl)
     return ("KL(p_clean ‖ p_adv), summed over classes and averaged over the batch, with its "
-            "gradient (equal to the TRADES term of dynat_lite.methods)")
+            "gradient with respect to both logits, also for logits of size 1e5 (equal to the "
+            "TRADES term of dynat_lite.methods)")
+
+
+def _check_large_logits(trades_kl) -> None:
+    """Logits of size 1e5, where softmax underflows to exactly 0 for all classes but one."""
+    adv, clean = (5e4 * t.detach() for t in _kl_pair())
+    adv, clean = adv.requires_grad_(True), clean.requires_grad_(True)
+    reference = methods._kl(adv, F.softmax(clean, 1))
+    out = _call(trades_kl, adv, clean)
+    value = float(out.detach())
+    _require(math.isfinite(value),
+             f"with logits of size 1e5 the KL comes out {value}: there softmax underflows to 0 "
+             f"and log(0) = −inf. Compute the log-probabilities with F.log_softmax, not "
+             f"log(softmax(...))")
+    _require(math.isclose(value, float(reference.detach()), rel_tol=1e-9),
+             "with logits of size 1e5 the KL is wrong: where softmax underflows to 0, "
+             "log(softmax + a small constant) is not the log-probability. Compute the "
+             "log-probabilities with F.log_softmax")
 
 
 def _check_inner_max(inner_max) -> str:
-    return _check_pgd_like("inner_max", inner_max, train_mode=True)
+    return _check_pgd_like("inner_max", inner_max)

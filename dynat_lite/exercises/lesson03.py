@@ -8,7 +8,7 @@ import statistics
 import torch
 import torch.nn.functional as F
 
-from .. import attacks, diagnostics, methods
+from .. import attacks, diagnostics, methods, train
 from .support import (ExerciseError, _StudentRaised, _TinyNet, _Watch, _call, _classes, _fmt,
     _images, _require)
 
@@ -70,9 +70,14 @@ def _dynat_call(dynat_loss, case: _DynatCase, beta: float):
                           f"passes, BatchNorm counts them): attack it in eval mode")
     _require(passes == 1, "the target's loss CE(target(x_adv), labels) must run the target in "
                           "train mode (it is trained on it): switch it back before that pass")
-    _require(watch.batches_tracked("guide") >= 1,
+    guide_passes = watch.batches_tracked("guide")
+    _require(guide_passes >= 1,
              "the guide never ran in train mode: its CE(guide(x), y) trains it, so it runs in "
              "train mode")
+    _require(guide_passes == 1,
+             f"the guide ran {guide_passes} times in train mode (BatchNorm counts them, and "
+             f"each pass moves its running statistics): one forward pass of the guide per "
+             f"batch, whose logits give both the labels and its CE")
     return out, guide, target
 
 
@@ -106,9 +111,30 @@ def _check_dynat_loss(dynat_loss) -> str:
     value = float(out.detach())
     if not math.isclose(value, float(reference.detach()), rel_tol=1e-9, abs_tol=1e-12):
         _diagnose_dynat_value(value, case, beta)
+    _check_target_gradient(out, target, case, beta)
     return (f"equals dynat_lite.methods.dynat_loss (no random start, beta = {beta:g}): labels "
-            f"from the train-mode guide, the attack on the eval-mode target, the target trained "
-            f"in train mode; the guide's gradient is its CE's alone; .grad and modes as found")
+            f"from the train-mode guide (one pass), the attack on the eval-mode target, the "
+            f"target trained in train mode; the guide's gradient is its CE's alone, the "
+            f"target's that of beta·CE(target(x_adv), labels); .grad and modes as found")
+
+
+def _check_target_gradient(out, target, case: _DynatCase, beta: float) -> None:
+    """The gradient reaching the target's parameters is the library's."""
+    ref_guide, ref_target = case.nets()
+    reference = methods.dynat_loss(ref_guide, ref_target, case.x, case.y, eps=case.EPS,
+                                   step_size=case.STEP, steps=case.STEPS, beta=beta,
+                                   random_start=None)[0]
+    expected = torch.autograd.grad(reference, list(ref_target.parameters()))
+    got = torch.autograd.grad(out, list(target.parameters()), allow_unused=True)
+    _require(any(g is not None and bool(g.abs().sum() > 0) for g in got),
+             "no gradient reaches the target: its term beta·CE(target(x_adv), labels) trains "
+             "it, so keep target(x_adv) in the graph (no .detach(), no torch.no_grad() around "
+             "it; only the attack's x_adv is detached)")
+    _require(all(g is not None and torch.allclose(g, e, atol=1e-9)
+                 for g, e in zip(got, expected)),
+             "the loss is right but the target's gradient is not that of "
+             "beta·CE(target(x_adv), labels): compute that term from the target's train-mode "
+             "output on x_adv, with differentiable operations")
 
 
 def _diagnose_dynat_value(value: float, case: _DynatCase, beta: float) -> None:
@@ -316,3 +342,138 @@ def _check_detect_collapse(detect_collapse) -> str:
             f"second half, agreement >= {diagnostics.AGREEMENT_MIN}, spread < "
             f"{diagnostics.SPREAD_MAX}), as diagnostics.is_collapsed; an epoch without samples "
             f"left out; record[\"epoch\"] returned; the history untouched")
+
+
+# ------------------------------------------------------------------------------ dynat_step
+def _library_step(guide, target, optimizer, x, y, beta, variant: str | None = None):
+    """One DYNAT step as ``train.train_epoch`` takes it (no random start), or a variant of it
+    with one mistake: "accumulate" (no zero_grad), "twice" (two optimizer steps)."""
+    guide.train()
+    target.train()
+    loss, _ = methods.dynat_loss(guide, target, x, y, eps=_DynatCase.EPS,
+                                 step_size=_DynatCase.STEP, steps=_DynatCase.STEPS, beta=beta,
+                                 random_start=None)
+    if variant != "accumulate":
+        optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if variant == "twice":
+        optimizer.step()
+    return loss.detach()
+
+
+class _StepCase:
+    """The networks of ``_DynatCase`` with their one SGD optimizer (``train.make_optimizer``)
+    after one library step on another batch: momentum buffers filled, and .grad still holding
+    that step's gradients, as inside a training run. Handed over in eval mode, as after an
+    evaluation."""
+
+    BETA = 2.0
+
+    def __init__(self):
+        base = _DynatCase()
+        self.guide, self.target, self.x, self.y = base.guide, base.target, base.x, base.y
+        self.x_before, self.y_before = _images(31, n=8), _classes(32, n=8)
+
+    def prepared(self):
+        guide, target = copy.deepcopy(self.guide), copy.deepcopy(self.target)
+        optimizer = train.make_optimizer(train.Config(), train.Nets(target, guide))
+        _library_step(guide, target, optimizer, self.x_before, self.y_before, self.BETA)
+        guide.eval()
+        target.eval()
+        return guide, target, optimizer
+
+    def updates(self, beta, variant=None):
+        """(guide's, target's) parameter changes of the library's step or of a variant."""
+        guide, target, optimizer = self.prepared()
+        before = [_params(guide), _params(target)]
+        loss = _library_step(guide, target, optimizer, self.x, self.y, beta, variant)
+        return _changes(before, guide, target), loss
+
+
+def _params(net) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in net.parameters()]
+
+
+def _changes(before, guide, target) -> list[list[torch.Tensor]]:
+    return [[p.detach() - b for p, b in zip(net.parameters(), old)]
+            for net, old in zip((guide, target), before)]
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return all(torch.allclose(u, v, rtol=1e-7, atol=1e-10) for u, v in zip(a, b))
+
+
+def _student_step(dynat_step, case: _StepCase, beta: float):
+    """Call the student's dynat_step on a prepared copy; returns (updates, loss, watch)."""
+    guide, target, optimizer = case.prepared()
+    before = [_params(guide), _params(target)]
+    left = [[p.grad for p in net.parameters()] for net in (guide, target)]
+    watch = _Watch({"guide": guide, "target": target}, {"x": case.x, "y": case.y})
+    for net, grads in zip((guide, target), left):  # the previous step's, not _Watch's
+        for p, g in zip(net.parameters(), grads):
+            p.grad = g
+    out = _call(dynat_step, guide, target, optimizer, case.x, case.y, _DynatCase.EPS,
+                _DynatCase.STEP, _DynatCase.STEPS, beta)
+    watch.inputs_untouched("dynat_step")
+    _require(torch.is_tensor(out) and out.dim() == 0,
+             f"dynat_step must return the step's loss, a scalar tensor, got "
+             f"{tuple(out.shape) if torch.is_tensor(out) else type(out).__name__}")
+    _require(not out.requires_grad, "the returned loss still carries the step's graph (and "
+                                    "keeps its memory alive): return loss.detach()")
+    for who, net in (("guide", guide), ("target", target)):
+        _require(net.training, f"dynat_step left the {who} in eval mode: a training step puts "
+                               f"both networks in train mode (as train.train_epoch does with "
+                               f"nets.train()) and leaves them so")
+        passes = watch.batches_tracked(who)
+        _require(passes <= 1, f"the {who} ran {passes} times in train mode during the step: "
+                              f"compute the loss once, then backward() and step() on it")
+    return _changes(before, guide, target), out, watch
+
+
+def _check_dynat_step(dynat_step) -> str:
+    case = _StepCase()
+    try:
+        (guide_update, target_update), out, _ = _student_step(dynat_step, case, case.BETA)
+    except _StudentRaised as raised:
+        _require("modified by an inplace operation" not in str(raised),
+                 "optimizer.step() changed the parameters (in place) before loss.backward() "
+                 "had used them, and backward failed: zero_grad, backward, then step")
+        raise
+    _require(any(bool(u.abs().sum() > 0) for u in guide_update + target_update),
+             "no parameter changed: after loss.backward() call optimizer.step()")
+    for who, update in (("guide", guide_update), ("target", target_update)):
+        _require(any(bool(u.abs().sum() > 0) for u in update),
+                 f"the {who}'s parameters did not change: the one optimizer holds both "
+                 f"networks' parameters, and the loss trains both")
+    (zero_beta_guide, _), _, _ = _student_step(dynat_step, case, 0.0)
+    _require(_same(guide_update, zero_beta_guide),
+             "the guide's update changes when the target's term is removed (beta = 0): the "
+             "guide learns from CE(guide(x), y) alone, nothing of the target's term may reach it")
+    (expected_guide, expected_target), loss = case.updates(case.BETA)
+    _require(math.isclose(float(out), float(loss), rel_tol=1e-9),
+             "the returned loss is not the step's DYNAT loss: return the loss whose backward() "
+             "made the step, detached")
+    if not (_same(guide_update, expected_guide) and _same(target_update, expected_target)):
+        for variant, message in _STEP_MISTAKES:
+            (g, t), _ = case.updates(case.BETA, variant)
+            _require(not (_same(guide_update, g) and _same(target_update, t)), message)
+    _require(_same(guide_update, expected_guide),
+             "the guide's update differs from the library's step (train.train_epoch): one "
+             "optimizer over both networks, zero_grad, backward of the DYNAT loss, step")
+    _require(_same(target_update, expected_target),
+             "the target's update differs from the library's step (train.train_epoch): one "
+             "optimizer over both networks, zero_grad, backward of the DYNAT loss, step")
+    return ("one SGD step (momentum, weight decay) of both networks equal to the library's "
+            "training step: the networks put in train mode, one training pass each, the "
+            "previous step's .grad cleared first, the guide's update independent of the "
+            "target's term (beta = 0 gives the same), the loss returned detached")
+
+
+#: (variant of ``_library_step``, the message naming it).
+_STEP_MISTAKES = (
+    ("accumulate", "the update adds the gradients that .grad held from the previous step: "
+     "backward() adds to .grad, so clear it first (optimizer.zero_grad()), as every step "
+     "of train.train_epoch does"),
+    ("twice", "the parameters moved twice: one optimizer.step() per batch"),
+)

@@ -50,8 +50,38 @@ def _check_cw_margin(cw_margin) -> str:
              "this is the margin of the probabilities: C&W's margin is on the logits")
     bad = int((~torch.isclose(value, reference, atol=1e-5)).sum())
     _require(bad == 0, f"{bad} of {len(y)} margins are not max_{{j≠y}} z_j − z_y")
+    upstream = torch.linspace(-1, 2, len(y), dtype=logits.dtype)
+    grad, = torch.autograd.grad(out, logits, upstream, allow_unused=True)
+    expected, = torch.autograd.grad(_margin(logits, y), logits, upstream)
+    _require(grad is not None and torch.allclose(grad, expected, atol=1e-9),
+             "the margins are right but their gradient with respect to the logits is not: both "
+             "the best other class's logit and the true class's must stay in the graph (mask a "
+             "copy computed from the logits, do not detach)")
+    _check_large_margins(cw_margin)
     return (f"max_(j≠y) z_j − z_y for {len(y)} examples, equal to the library's C&W loss, with "
-            f"gradient")
+            f"its gradient; also for logits of size 1e5")
+
+
+def _margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The C&W margin in the logits' own dtype (the library's computes in float32)."""
+    others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
+    return others.max(1).values - logits.gather(1, y[:, None]).squeeze(1)
+
+
+def _check_large_margins(cw_margin) -> None:
+    """Logits of size 1e5: a true class far ahead of all others, all others below -1e4."""
+    logits = torch.tensor([[1e5, -1e5, -2e5, -1.5e5, -3e5],
+                           [-2e5, -1e5, 5e4, -3e5, -1.2e5],
+                           [-1e5, 1e5, -2e5, -5e4, -3e5]], dtype=torch.float64)
+    y = torch.tensor([0, 2, 3])
+    out = _call(cw_margin, logits.clone().requires_grad_(True), y)
+    _require_tensor(out, (len(y),), "the result (one margin per example)")
+    wrong = int((~torch.isclose(out.detach().double(), _margin(logits, y), rtol=1e-9)).sum())
+    _require(wrong == 0,
+             f"with logits of size 1e5, {wrong} of {len(y)} margins are wrong: masking the true "
+             f"class with a large but finite number (subtracting 1e4, or filling with −1e4) "
+             f"does not take it out of the max when the logits are larger still. Mask it with "
+             f"−inf")
 
 
 def _check_worst_case(worst_case) -> str:

@@ -5,7 +5,9 @@ watcher that sees whether inputs or modes were changed). Imports only torch.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
+import re
 import traceback
 from pathlib import Path
 from typing import Callable
@@ -44,6 +46,31 @@ class _StudentRaised(Exception):
     """The student's function raised (other than NotImplementedError): report it as such."""
 
 
+class _Blank(Exception):
+    """A blank (``...``) of the student version was still in the code that ran."""
+
+
+#: A line of a student version's blank: ``name = ...  # YOUR CODE`` (or ``return ...``).
+_BLANK_LINE = re.compile(r"^\s*(?:[\w.\[\], ]+=|return)\s*\.\.\.\s*(?:#.*)?$")
+
+
+def _blanks(fn) -> tuple[list[str], int]:
+    """The lines of ``fn``'s source that are still a blank, ``name = ...``, and how many
+    ``raise NotImplementedError`` stubs it still has (none when its source cannot be read)."""
+    try:
+        source = inspect.getsource(fn)
+    except (OSError, TypeError):
+        return [], 0
+    lines = source.splitlines()
+    stubs = sum(line.strip().startswith("raise NotImplementedError") for line in lines)
+    return [line.strip() for line in lines if _BLANK_LINE.match(line)], stubs
+
+
+def _is_blank_error(err: Exception) -> bool:
+    """An error that Python raises when code computes with ``...`` (a blank left in)."""
+    return isinstance(err, (TypeError, AttributeError, ValueError)) and "ellipsis" in str(err)
+
+
 def _without_name(message: str, name: str) -> str:
     """"fgsm changed x" -> "changed x" (check puts "fgsm: " in front of every message)."""
     return message[len(name) + 1:] if message.startswith(name + " ") else message
@@ -58,11 +85,16 @@ def _require(ok: bool, message: str) -> None:
 def _call(fn: Callable, *args):
     """``fn(*args)``; NotImplementedError passes through, any other error is reported."""
     try:
-        return fn(*args)
+        out = fn(*args)
     except (NotImplementedError, ExerciseError):
         raise
     except Exception as err:  # the student's bug: show it with their traceback
+        if _is_blank_error(err):
+            raise _Blank(f"{type(err).__name__}: {err}") from err
         raise _StudentRaised(f"your function raised {type(err).__name__}: {err}") from err
+    if out is Ellipsis:
+        raise _Blank("it returned ...")
+    return out
 
 
 def _fmt(value: float) -> str:
@@ -108,6 +140,15 @@ class _TinyNet(nn.Module):
 def _images(seed: int, n: int = 6, dtype=torch.float64) -> torch.Tensor:
     """n random 3x6x6 images in [0, 1]; many pixels lie near 0 or 1, where clamping matters."""
     return torch.rand(n, 3, 6, 6, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def _edge_images(seed: int, n: int = 6, dtype=torch.float64) -> torch.Tensor:
+    """``_images`` with the extremes in every image: its top row black (0), its bottom row white
+    (1), where a step must stop at the edge of [0, 1]."""
+    x = _images(seed, n, dtype)
+    x[:, :, 0, :] = 0.0
+    x[:, :, -1, :] = 1.0
+    return x
 
 
 def _classes(seed: int, n: int = 6, classes: int = 5) -> torch.Tensor:
@@ -168,6 +209,13 @@ class _Watch:
     def stats_unchanged(self, model: str) -> bool:
         return all(torch.equal(a, b) for a, b in zip(self.models[model].buffers(),
                                                      self.buffers[model]))
+
+    def attacked_in_eval(self, name: str, model: str) -> None:
+        """The call left the model's BatchNorm statistics as they were (no train-mode pass)."""
+        _require(self.stats_unchanged(model),
+                 f"{name} ran the {model} in train mode (its BatchNorm running statistics "
+                 f"changed, and its output used the batch's own statistics): attack it in eval "
+                 f"mode ({model}.eval()), then restore its mode")
 
 
 def _require_detached(out: torch.Tensor, what: str) -> None:
