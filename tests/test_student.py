@@ -287,8 +287,10 @@ def test_student_version_clears_solutions_and_answers_and_keeps_everything_else(
         elif t.cell_type == "code":
             assert s.source == make_student.deepen_relative_paths(t.source)
             assert not s.get("outputs") and s.get("execution_count") is None
-        else:  # markdown: the Colab badge opens the student version; the answers are gone
-            assert s.source.replace(student_url, teacher_url) == stubs.remove_answers(t.source)
+        else:  # markdown: the Colab badge opens the student version; the answers are gone;
+            # links to the project's files gain a ../
+            assert s.source.replace(student_url, teacher_url) == (
+                make_student.deepen_relative_links(stubs.remove_answers(t.source)))
     tagged = [c for c in student.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
     params = {stmt.targets[0].id: ast.literal_eval(stmt.value)
@@ -305,6 +307,19 @@ def test_relative_paths_gain_one_level():
     assert deepen('OUT = "../runs/x"  # "../" too') == 'OUT = "../../runs/x"  # "../../" too'
     assert deepen("root='../data'") == "root='../../data'"
     assert deepen('x = "a/../b"; y = "./c"') == 'x = "a/../b"; y = "./c"'
+    links = make_student.deepen_relative_links
+    assert links("[Madry](../REFERENCES.md#madry2018), [g](../GLOSSARY.md)") == (
+        "[Madry](../../REFERENCES.md#madry2018), [g](../../GLOSSARY.md)")
+    assert links("[x](https://a/../b) and ../c") == "[x](https://a/../b) and ../c"
+
+
+def test_a_student_versions_links_to_project_files_resolve():
+    for lesson in make_student.lessons():
+        student = make_student.STUDENT / lesson.name
+        text = "\n".join(c.source for c in nbformat.read(student, as_version=4).cells
+                         if c.cell_type == "markdown")
+        for target in re.findall(r"\]\((\.\./[^)#\s]+)", text):
+            assert (student.parent / target).resolve().exists(), (lesson.name, target)
 
 
 @pytest.mark.skipif(not with_exercises(), reason="no lesson has exercise cells yet")

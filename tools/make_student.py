@@ -40,7 +40,8 @@ Everything else is kept: every cell's id and metadata (the ``parameters`` tag in
 notebook's metadata. Two things follow from where the copy lives: its *Open in Colab* badge opens
 the student version, and relative paths in code (``"../runs"``, ``"../data"``) gain one ``../``,
 so a student version in notebooks/student/ writes to and reads from the same runs/ and data/
-folders as its lesson.
+folders as its lesson; links to the project's files in Markdown (``](../REFERENCES.md)``) gain it
+too.
 
     python tools/make_student.py              # write notebooks/student/ (make student)
     python tools/make_student.py --out DIR    # write somewhere else
@@ -94,6 +95,15 @@ def deepen_relative_paths(source: str) -> str:
     return _RELATIVE.sub(lambda m: m.group(1) + "../../", source)
 
 
+# A Markdown link or image target that starts with "../": a file of the project.
+_RELATIVE_LINK = re.compile(r"\]\(\.\./")
+
+
+def deepen_relative_links(source: str) -> str:
+    """``[refs](../REFERENCES.md)`` -> ``[refs](../../REFERENCES.md)``, for the same reason."""
+    return _RELATIVE_LINK.sub("](../../", source)
+
+
 def cleared(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """``nb`` run through the preprocessors: the cells nbgrader's release version has too."""
     config, resources = nbgrader_config(), {}
@@ -108,6 +118,8 @@ def student_version(path: Path) -> nbformat.NotebookNode:
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.source = deepen_relative_paths(cell.source)
+        elif cell.cell_type == "markdown":
+            cell.source = deepen_relative_links(cell.source)
     text = rewrite(nbformat.writes(nb), repository_url(), f"{SUBDIR}/{path.name}")
     return nbformat.reads(text, as_version=4)
 
