@@ -126,8 +126,17 @@ def _tree(module: nn.Module) -> nn.Module:
     return twin
 
 
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The network inside a DDP or ``torch.compile`` wrapper (the attack needs neither: its
+    parameters are frozen, and on the CPU the step runs eager), else ``model``."""
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
+    return getattr(model, "_orig_mod", model)
+
+
 def folded(model: nn.Module) -> nn.Module:
-    """The eval-mode ``model`` with every BatchNorm2d that directly follows a Conv2d in an
+    """The eval-mode ``model`` with every BatchNorm2d (or SyncBatchNorm) that directly follows
+    a Conv2d in an
     ``nn.Sequential`` folded into the convolution (:class:`FoldedConv`): the same function up
     to float rounding, and ``model`` itself is left as it is. The attack runs the target in
     eval mode, where batch norm is a fixed per-channel affine map; folded, it costs no pass
@@ -141,7 +150,7 @@ def folded(model: nn.Module) -> nn.Module:
         keys = list(seq._modules)
         for a, b in zip(keys, keys[1:]):
             conv, bn = seq._modules[a], seq._modules[b]
-            if (type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d
+            if (type(conv) is nn.Conv2d and type(bn) in (nn.BatchNorm2d, nn.SyncBatchNorm)
                     and bn.track_running_stats and bn.affine):
                 seq._modules[a], seq._modules[b] = FoldedConv(conv, bn), nn.Identity()
                 found = True
@@ -190,7 +199,7 @@ class FastPGD(PGD):
             # 0, so its signs (the PGD steps) are the same. A KL loss starts at its minimum,
             # where the gradient is all rounding: that attack runs on the model as it is.
             fold = self.fold and x.device.type == "cpu" and loss == "ce"
-            net = folded(model) if fold else model
+            net = folded(unwrapped(model)) if fold else model
             return pgd_endpoint(net, x, y, start, loss=loss,
                                 clean_probs=_clean_probs(net, x, loss), **budget)
 

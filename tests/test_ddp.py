@@ -1,9 +1,10 @@
 """torchrun with 2 CPU processes (gloo) computes the losses of one process with the same
 global batch, up to float rounding.
 
-Both runs keep the default (NCHW) memory layout: with channels_last, oneDNN's convolutions round
-differently for a half batch on one thread than for the whole batch on two, and PGD's sign()
-turns that into different steps; what is tested here is the sharding, not the layout."""
+Both runs keep the default (NCHW) memory layout and their batch norms unfolded in the attack:
+with channels_last, or with the folded convolutions of fast.folded, oneDNN rounds differently for
+a half batch on one thread than for the whole batch on two, and PGD's sign() turns that into
+different steps; what is tested here is the sharding, not the layout or the folding."""
 import json
 import os
 import signal
@@ -22,7 +23,8 @@ pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_avai
 
 
 def _flags():
-    flags = ["--profile", "smoke", "--device", "cpu", "--no-progress", "--no-channels-last"]
+    flags = ["--profile", "smoke", "--device", "cpu", "--no-progress", "--no-channels-last",
+             "--no-fold-batchnorm"]
     for key, value in SETTINGS.items():
         flags += ["--" + key.replace("_", "-"), str(value)]
     return flags
@@ -48,7 +50,8 @@ def test_two_processes_give_the_losses_of_one(tmp_path):
     assert "on 2 processes" in stdout
     two = json.loads((out / "history.json").read_text())
 
-    cfg = train.config("smoke", device="cpu", channels_last=False, **SETTINGS)
+    cfg = train.config("smoke", device="cpu", channels_last=False, fold_batchnorm=False,
+                       **SETTINGS)
     ds = data.load(cfg.dataset, n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.seed)
     one = train.fit(cfg, dataset=ds, progress=False)
 
