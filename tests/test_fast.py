@@ -143,13 +143,16 @@ def test_a_model_without_conv_bn_pairs_in_a_sequential_is_not_copied(tiny_net):
 
 
 def test_the_folded_attack_finds_the_plain_attacks_points():
-    """FastPGD on the CPU (folded target) and attacks.PGD (the model as it is): the same
-    adversarial images, but where a pixel's gradient is so close to 0 that rounding flips
-    its sign."""
-    model = _with_running_stats(models.create("small-cnn"))
+    """One step of FastPGD on the CPU (folded target) and of attacks.PGD (the model as it is):
+    the same adversarial images, but where a pixel's gradient is so close to 0 that rounding
+    flips its sign. (Over several steps a flipped pixel starts the next step elsewhere; the
+    training-level test above bounds what that does to a run.)"""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(6)
+        model = _with_running_stats(models.create("small-cnn"))
     g = torch.Generator().manual_seed(5)
     x, y = torch.rand(32, 3, 32, 32, generator=g), torch.randint(0, 10, (32,), generator=g)
-    budget = dict(eps=8 / 255, step_size=2 / 255, steps=5, random_start=None)
+    budget = dict(eps=8 / 255, step_size=2 / 255, steps=1, random_start=None)
     quick = fast.FastPGD(**budget)(model, x, y)
     plain = attacks.PGD(**budget)(model, x, y)
     same = torch.isclose(quick, plain, atol=1e-6)
