@@ -278,8 +278,9 @@ class AttackGraph:
 def dynat_loss(guide: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10,
                random_start: str | None = "gaussian", generator: torch.Generator | None = None,
-               shard: tuple[int, int] = (0, 1), graph: bool = False, **options):
+               shard: tuple[int, int] = (0, 1), graph: bool = False, fold: bool = True,
+               **options):
     """``methods.dynat_loss`` run with :class:`FastPGD` built from the budget arguments (the
     name lesson 05 calls; new code passes ``attack=FastPGD(...)`` to ``methods.dynat_loss``)."""
-    attack = FastPGD(eps, step_size, steps, random_start, generator, shard, graph)
+    attack = FastPGD(eps, step_size, steps, random_start, generator, shard, graph, fold)
     return methods.dynat_loss(guide, target, x, y, attack=attack, **options)

@@ -68,7 +68,10 @@ def test_lesson_05_falls_back_trains_resumes_and_evaluates(tmp_path, monkeypatch
     r, text = _run(tmp_path, "first")
     assert r["requested_profile"] == "paper" and r["profile"] == "smoke" and r["fell_back"]
     assert "smoke" in text and "No CUDA GPU" in text
-    assert r["fast_check"]["identical"]              # the fast step is the plain step on a CPU
+    # On a CPU the fast step is the plain step: to the last bit without folding, within
+    # rounding with the batch norms folded into the attack's convolutions
+    assert r["fast_check"]["identical_unfolded"]
+    assert r["fast_check"]["relative_difference"] < 1e-4
     assert r["resumed_from_epoch"] == 0
     epochs = [h["epoch"] for h in r["history"]]
     assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) >= 1
