@@ -37,7 +37,7 @@ from . import train
 from .runs import CHECKPOINT, save_checkpoint
 
 #: The folder of the shipped lesson models and their manifest (inside the package).
-FOLDER = Path(__file__).resolve().parent / "weights" / "lessons"
+FOLDER = Path(__file__).resolve().parent / "weights" / "pretrained" / "lessons"
 MANIFEST = "manifest.json"
 #: The profile whose models are shipped.
 PROFILE = "cpu"

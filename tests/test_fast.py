@@ -64,19 +64,21 @@ def test_attack_computes_no_weight_gradients(batch):
 ATTACKING = sorted(n for n, m in methods.METHODS.items() if m.attack)
 
 
+def _one_epoch(method: str, **settings) -> tuple[dict, list[torch.Tensor]]:
+    """One smoke epoch of ``method`` on 64 synthetic images: its record and the weights after."""
+    ds = data.load("synthetic", n_train=64, n_test=32, seed=0)
+    cfg = train.config("smoke", method=method, n_train=64, n_test=32, batch_size=32, steps=1,
+                       **settings)
+    nets = train.prepare(cfg, train.build(cfg, 10, torch.device("cpu")), torch.device("cpu"))
+    optimizer = train.make_optimizer(cfg, nets)
+    batches = data.Batches(ds.x_train, ds.y_train, cfg.batch_size, seed=cfg.seed)
+    record = train.train_epoch(cfg, nets, optimizer, batches, 0)
+    return record, [p.detach().clone() for p in nets.parameters()]
+
+
 @pytest.mark.parametrize("method", ATTACKING)
 def test_train_epoch_is_the_same_with_and_without_the_fast_step(method):
-    ds = data.load("synthetic", n_train=64, n_test=32, seed=0)
-    weights = []
-    for use_fast in (True, False):
-        cfg = train.config("smoke", method=method, n_train=64, n_test=32, batch_size=32,
-                           steps=1, fast=use_fast)
-        nets = train.prepare(cfg, train.build(cfg, 10, torch.device("cpu")),
-                             torch.device("cpu"))
-        optimizer = train.make_optimizer(cfg, nets)
-        batches = data.Batches(ds.x_train, ds.y_train, cfg.batch_size, seed=cfg.seed)
-        record = train.train_epoch(cfg, nets, optimizer, batches, 0)
-        weights.append((record, [p.detach().clone() for p in nets.parameters()]))
+    weights = [_one_epoch(method, fast=use_fast) for use_fast in (True, False)]
     # The same numbers within float tolerance: on the CPU the fast attack runs the target with
     # its batch norms folded into the convolutions (fast.folded), which rounds differently; where
     # a pixel's gradient is within rounding of 0 its sign, and so its PGD step, can flip, which
@@ -90,17 +92,8 @@ def test_train_epoch_is_the_same_with_and_without_the_fast_step(method):
 
 
 def test_without_folding_the_fast_epoch_is_the_plain_one_bit_for_bit():
-    ds = data.load("synthetic", n_train=64, n_test=32, seed=0)
-    weights = []
-    for use_fast in (True, False):
-        cfg = train.config("smoke", method="dynat", n_train=64, n_test=32, batch_size=32,
-                           steps=1, fast=use_fast, fold_batchnorm=False)
-        nets = train.prepare(cfg, train.build(cfg, 10, torch.device("cpu")),
-                             torch.device("cpu"))
-        optimizer = train.make_optimizer(cfg, nets)
-        batches = data.Batches(ds.x_train, ds.y_train, cfg.batch_size, seed=cfg.seed)
-        record = train.train_epoch(cfg, nets, optimizer, batches, 0)
-        weights.append((record, [p.detach().clone() for p in nets.parameters()]))
+    weights = [_one_epoch("dynat", fast=use_fast, fold_batchnorm=False)
+               for use_fast in (True, False)]
     assert weights[0][0] == weights[1][0]
     assert all(torch.equal(a, b) for a, b in zip(weights[0][1], weights[1][1]))
 

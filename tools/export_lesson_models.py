@@ -6,8 +6,8 @@ For every model in ``dynat_lite.lesson_models.LESSONS`` (each once, however many
 it): ``train.fit_or_load`` with the config the lesson's own call builds (the ``cpu`` profile,
 seed 0, the given dataset), in ``--models-dir`` (a finished run there is reused), then
 
-* its target and guide into ``dynat_lite/weights/lessons/NAME.safetensors`` (NAME = the method and
-  a hash of the run's key; the training history in the file's metadata);
+* its target and guide into ``dynat_lite/weights/pretrained/lessons/NAME.safetensors`` (NAME =
+  the method and a hash of the run's key; the training history in the file's metadata);
 * the accuracies of the model as trained (float32) and after the round trip through half
   precision: clean on the whole test set, PGD-20 on its first ``--n-pgd`` images. The file keeps
   half precision only if neither accuracy moved by more than one standard error; else float32;
