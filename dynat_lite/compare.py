@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from . import data as data_lib
-from . import lesson_models, methods, train
+from . import diagnostics, lesson_models, methods, train
 from .evaluate import ATTACK_TITLES, attack_function, attack_title, robustness_report
 
 DEFAULT_METHODS = ("dynat", "pgd_at", "pgd_at_gauss", "trades", "mart", "gairat", "mail",
@@ -150,9 +150,10 @@ def _compare(method_names, *, profile, out: Path, dataset, seed, n_eval, attacks
         report = evaluate_method(result, n_eval=n, attacks=attacks, seed=seed, n_check=n_check,
                                  folder=folder, log=log)
         rows.append(row(cfg.method, result.history, report, start=cfg.random_start))
-        write_outputs(rows, out)
+        # after every method: what a rerun resumes from (the table and figure come at the end)
         (out / RESULTS).write_text(json.dumps({"settings": settings, "rows": rows}, indent=1,
                                               default=str))
+    write_outputs(rows, out)
     return rows
 
 
@@ -170,6 +171,24 @@ def row(name: str, history: list[dict], report: dict, start: str | None = None) 
             "collapsed": "yes" if history and history[-1].get("collapsed") else "no",
             "checks": ("not run" if not report.get("checks") else
                        "ok" if not failed else "FAILED: " + "; ".join(failed))}
+
+
+def collapse_table(rows: list[dict], out: str | Path) -> dict[str, dict]:
+    """Method -> :func:`diagnostics.collapse_summary` of its run in the folder ``out`` that
+    ``compare`` trained it in (the history ``train.fit`` stored in its checkpoint), for each
+    row of ``rows`` in order."""
+    return {r["method"]: diagnostics.collapse_summary(
+                train.load_checkpoint(Path(out) / r["method"] / train.CHECKPOINT)["history"])
+            for r in rows}
+
+
+def collapse_text(table: dict[str, dict]) -> str:
+    """``collapse_table``'s result as a fixed-width text table, one line per method."""
+    lines = [f"{'method':<14} {'epochs':>6} {'samples':>8} {'last sample':>12}  collapsed in"]
+    for name, e in table.items():
+        last = "—" if e["last_step"] is None else f"step {e['last_step']}"
+        lines.append(f"{name:<14} {e['epochs']:>6} {e['samples']:>8} {last:>12}  {e['verdict']}")
+    return "\n".join(lines)
 
 
 def _columns(rows):

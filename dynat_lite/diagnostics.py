@@ -144,3 +144,16 @@ def collapsed_epochs(history: list[dict]) -> list[int]:
     """The epochs of ``history`` that the rule flags (computed from each record's ``steps``
     with :func:`epoch_collapsed`, so the rule of this version is applied to any history)."""
     return [h["epoch"] for h in history if epoch_collapsed(h.get("steps", []))]
+
+
+def collapse_summary(history: list[dict]) -> dict:
+    """The rule applied to a whole run: ``collapsed_epochs`` (:func:`collapsed_epochs`), the
+    number of ``epochs`` and of diagnostic ``samples``, the ``last_step`` sampled (None without
+    samples) and a ``verdict`` in words ("epoch(s) 2, 3", "no epoch", or "no diagnostic samples
+    recorded": then the rule could not look)."""
+    steps = [s["step"] for h in history for s in h.get("steps") or []]
+    epochs = collapsed_epochs(history)
+    verdict = (f"epoch(s) {', '.join(map(str, epochs))}" if epochs else
+               "no epoch" if steps else "no diagnostic samples recorded")
+    return {"collapsed_epochs": epochs, "epochs": len(history), "samples": len(steps),
+            "last_step": steps[-1] if steps else None, "verdict": verdict}

@@ -102,9 +102,32 @@ def test_the_training_loop_flags_no_epoch_before_min_steps():
     assert diagnostics.collapsed_epochs(history) == [2]
 
 
+
+def test_a_runs_collapse_summary_and_its_table_line():
+    from dynat_lite import compare
+
+    def epoch(number, last_step, spread):
+        return {"epoch": number, "steps": [
+            {"step": last_step - 1, "label_agreement": 1.0, "logit_spread": spread},
+            {"step": last_step, "label_agreement": 1.0, "logit_spread": spread}]}
+
+    history = [epoch(1, 10, 0.1), epoch(2, 30, 0.1), epoch(3, 50, 2.0), epoch(4, 70, 0.1)]
+    got = diagnostics.collapse_summary(history)
+    assert got == {"collapsed_epochs": [2, 4], "epochs": 4, "samples": 8, "last_step": 70,
+                   "verdict": "epoch(s) 2, 4"}
+    assert diagnostics.collapse_summary(history[2:3])["verdict"] == "no epoch"
+    bare = diagnostics.collapse_summary([{"epoch": 1, "steps": []}, {"epoch": 2}])
+    assert bare == {"collapsed_epochs": [], "epochs": 2, "samples": 0, "last_step": None,
+                    "verdict": "no diagnostic samples recorded"}
+    lines = compare.collapse_text({"pgd_at": bare, "dynat": got}).splitlines()
+    assert lines[0].split() == ["method", "epochs", "samples", "last", "sample", "collapsed", "in"]
+    assert lines[1].split() == ["pgd_at", "2", "0", "—", "no", "diagnostic", "samples", "recorded"]
+    assert lines[2].split() == ["dynat", "4", "8", "step", "70", "epoch(s)", "2,", "4"]
+
 # ----------------------------------------------------------------------- inside the training
-def test_diagnostics_leave_the_run_bit_identical_and_record_every_kth_step(tiny_data):
-    on = train.fit(_tiny(diagnose_every=2), dataset=tiny_data, progress=False)
+def test_diagnostics_leave_the_run_bit_identical_and_record_every_kth_step(tiny_data, tmp_path):
+    on = train.fit(_tiny(diagnose_every=2), out=tmp_path / "dynat", dataset=tiny_data,
+                   progress=False)
     off = train.fit(_tiny(diagnose_every=0), dataset=tiny_data, progress=False)
     assert _same(_weights(on), _weights(off))
     assert [h["test_clean"] for h in on.history] == [h["test_clean"] for h in off.history]
@@ -114,6 +137,10 @@ def test_diagnostics_leave_the_run_bit_identical_and_record_every_kth_step(tiny_
     assert all(isinstance(h["collapsed"], bool) for h in on.history)
     assert train.run_folder(_tiny(diagnose_every=2), "r") == train.run_folder(
         _tiny(diagnose_every=0), "r")
+    # compare.collapse_table reads the same history back from the run's checkpoint
+    from dynat_lite import compare
+    assert compare.collapse_table([{"method": "dynat"}], tmp_path) == {
+        "dynat": diagnostics.collapse_summary(on.history)}
 
 
 def test_the_epoch_line_says_when_the_target_collapsed():

@@ -81,6 +81,29 @@ def test_the_target_is_attacked_and_trained_on_the_guides_labels_not_y(batch):
     assert torch.equal(out2["x_adv"], ref)
 
 
+
+def test_soft_labels_and_the_kl_target_loss_train_the_same_target(batch):
+    """dynat_soft (CE to the guide's probabilities p) and dynat_kl (KL(p || softmax f_t)) differ
+    by the entropy of p, which the target cannot move: the same adversarial examples, the same
+    target gradient, losses apart by exactly that entropy."""
+    x, y = batch
+    guide, target = _pair()
+    runs = {}
+    for name in ("dynat_soft", "dynat_kl"):
+        g, t = copy.deepcopy(guide).train(), copy.deepcopy(target).train()
+        options = methods.get(name).defaults
+        loss, out = methods.dynat_loss(g, t, x, y, steps=3, **options,
+                                       generator=torch.Generator().manual_seed(0))
+        loss.backward()
+        runs[name] = (loss.detach(), out, _grads(t))
+    (soft_loss, soft, soft_grads), (kl_loss, kl, kl_grads) = runs["dynat_soft"], runs["dynat_kl"]
+    assert torch.equal(soft["x_adv"], kl["x_adv"])
+    for a, b in zip(soft_grads, kl_grads):
+        assert torch.allclose(a, b, atol=1e-6)
+    p = F.softmax(soft["guide_logits"].detach(), 1)
+    entropy = -(p * p.log()).sum(1).mean()
+    assert torch.allclose(soft_loss - kl_loss, entropy, atol=1e-5)
+
 def test_static_label_source_uses_ground_truth(batch):
     x, y = batch
     guide, target = _pair()
