@@ -1,9 +1,18 @@
 """Shared fixtures: tiny models and batches that make property tests fast."""
+import os
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
+
+# The suite runs in parallel (pytest-xdist, pyproject.toml): each worker gets its share of the
+# cores, and so do the kernels and commands it starts (OMP_NUM_THREADS), so that the workers'
+# thread pools do not fight over the same cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _THREADS = max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = str(_THREADS)
+    torch.set_num_threads(_THREADS)
 
 # Autouse: kernels and other processes a failing test left running are stopped; lessons get a
 # longer pytest-timeout limit.

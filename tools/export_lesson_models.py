@@ -84,6 +84,19 @@ def tensors_of(result: train.Result, half: bool) -> dict[str, torch.Tensor]:
     return out
 
 
+def holds(file: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bool:
+    """Does ``file`` already hold exactly ``tensors`` and ``metadata``? (safetensors may lay the
+    same contents out in another order, so a rewrite would change the file's bytes.)"""
+    from safetensors import safe_open
+
+    if not file.exists():
+        return False
+    with safe_open(str(file), "pt") as f:
+        return (f.metadata() == metadata and set(f.keys()) == set(tensors)
+                and all(f.get_tensor(k).dtype == v.dtype and torch.equal(f.get_tensor(k), v)
+                        for k, v in tensors.items()))
+
+
 def export_one(name: str, cfg: train.Config, lessons: list[str], result: train.Result,
                folder: Path, n_pgd: int) -> dict:
     """Measure, write ``NAME.safetensors``, and return the manifest entry."""
@@ -95,8 +108,10 @@ def export_one(name: str, cfg: train.Config, lessons: list[str], result: train.R
     half = (within_noise(full["clean"], halved["clean"], len(ds.y_test))
             and within_noise(full["pgd20"], halved["pgd20"], n_pgd))
     file = folder / f"{name}.safetensors"
-    save_file(tensors_of(result, half), str(file),
-              metadata={"name": name, "history": json.dumps(result.history)})
+    tensors = tensors_of(result, half)
+    metadata = {"name": name, "history": json.dumps(result.history)}
+    if not holds(file, tensors, metadata):  # the same contents keep the same bytes (and sha256)
+        save_file(tensors, str(file), metadata=metadata)
     config = {k: (Path(v).name if k in ("dataset", "data_root") else v)
               for k, v in cfg.to_dict().items()}
     return {
