@@ -16,9 +16,28 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 # Autouse: kernels and other processes a failing test left running are stopped; lessons get a
 # longer pytest-timeout limit.
-from process_support import pytest_collection_modifyitems, stray_kernels, stray_processes  # noqa: F401
+from process_support import longer_timeouts_for_lessons, stray_kernels, stray_processes  # noqa: F401
 # A failure's report is built with the garbage collector paused (tests/report_support.py).
 from report_support import pytest_runtest_makereport  # noqa: F401
+
+
+def _cost(items) -> int:
+    """A module's rough cost: a lesson or a training run on real images (marked notebook or
+    cifar) weighs ten of its other slow tests."""
+    return sum(10 * bool(i.get_closest_marker("notebook") or i.get_closest_marker("cifar"))
+               + bool(i.get_closest_marker("slow")) for i in items)
+
+
+def pytest_collection_modifyitems(items):
+    """Lessons get their longer timeout; the costliest modules come first, so that the parallel
+    workers (which take whole modules in this order) do not end with one long module alone."""
+    longer_timeouts_for_lessons(items)
+    modules: dict[str, list] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    order = sorted(modules.values(), key=_cost, reverse=True)  # stable: ties keep file order
+    items[:] = [item for module in order for item in module]
+
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

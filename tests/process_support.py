@@ -7,8 +7,9 @@
   ``stray_kernels`` stops, after each test, a kernel the test process started and did not shut
   down (papermill stopped by a timeout mid-lesson); ``stray_processes`` stops, at the end of the
   session, every process the test process started that is still running.
-* A hook (also imported by ``conftest.py``) gives tests marked ``notebook`` (they run a whole
-  lesson) ``NOTEBOOK_TIMEOUT_S`` instead of pytest-timeout's default, unless they set their own.
+* :func:`longer_timeouts_for_lessons` (called by ``conftest.py``'s collection hook) gives tests
+  marked ``notebook`` (they run a whole lesson) ``NOTEBOOK_TIMEOUT_S`` instead of
+  pytest-timeout's default, unless they set their own.
 """
 from __future__ import annotations
 
@@ -111,7 +112,7 @@ def _terminate(procs: list[psutil.Process]) -> None:
         _kill(p)
 
 
-def pytest_collection_modifyitems(items):
+def longer_timeouts_for_lessons(items):
     """Tests marked ``notebook`` get ``NOTEBOOK_TIMEOUT_S`` unless they carry a timeout marker."""
     for item in items:
         if item.get_closest_marker("notebook") and not item.get_closest_marker("timeout"):
