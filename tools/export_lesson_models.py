@@ -93,8 +93,11 @@ def holds(file: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
         return False
     with safe_open(str(file), "pt") as f:
         return (f.metadata() == metadata and set(f.keys()) == set(tensors)
-                and all(f.get_tensor(k).dtype == v.dtype and torch.equal(f.get_tensor(k), v)
-                        for k, v in tensors.items()))
+                and all(_identical(f.get_tensor(k), v) for k, v in tensors.items()))
+
+
+def _identical(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.dtype == b.dtype and torch.equal(a, b)
 
 
 def export_one(name: str, cfg: train.Config, lessons: list[str], result: train.Result,
