@@ -37,6 +37,13 @@ def _group(rows: list[dict], prefix: str) -> list[dict]:
     return [r for r in rows if r["run"].rsplit("-s", 1)[0] == prefix]
 
 
+def counts(rows: list[dict], group: str, metric: str) -> tuple[int, int]:
+    """(test images right, test images evaluated) of the runs ``group-s<seed>``, their seeds
+    pooled: each run's accuracy times its images, rounded to the whole image it counts."""
+    runs = _group(rows, group)
+    return (sum(round(r[metric] * r["n_test"]) for r in runs), sum(r["n_test"] for r in runs))
+
+
 def difference_margin(p: float, q: float, n_p: int, n_q: int, z: float = 1.96) -> float:
     """Half-width of the 95 % normal interval of the difference p - q of two independent binomial
     proportions measured on n_p and n_q images: differences smaller than this are noise."""

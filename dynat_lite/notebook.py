@@ -290,7 +290,7 @@ def lesson(profile: str, dataset: str | None = None, device: str = "auto", seed:
     * ``progress``: True for notebook progress bars (tqdm.auto), False for none, or a tqdm-like
       callable. ``quiet``: do not print the summary (dataset, model, epochs, device).
     * ``retrain``: True to train every model the lesson asks for, never loading one of the
-      trained models the kit ships for the ``cpu`` profile (``lesson_models``).
+      trained models the kit ships for the ``cpu`` and ``smoke`` profiles (``lesson_models``).
 
     Loads the dataset once (``L.ds``), resolves the device (``L.device``) and starts
     ``L.results`` with the profile, the dataset's name and the seed. Raises ValueError for an

@@ -164,6 +164,24 @@ def test_the_verdict_is_the_kits_rule_and_the_lessons_solution_agrees(right_a, r
     assert mine == verdict and math.isclose(low, got["low"]) and math.isclose(high, got["high"])
 
 
+def test_counts_pool_the_seeds_and_agree_with_the_kit_on_single_precision_accuracies():
+    """Studies store each accuracy as a float32 number: the counts round it back to whole
+    images, and the interval from the counts is the kit's within the lesson's tolerance (1e-6),
+    though not always to the last bit (130 and 164 of 1,000 right: 2e-9 apart)."""
+    import torch
+
+    rows = [{"run": f"{group}-s{s}", "pgd20": torch.tensor(right / 500).item(), "n_test": 500}
+            for group, rights in (("dynat_guide_init", (59, 71)), ("pgd_at_gauss", (79, 85)))
+            for s, right in enumerate(rights)]
+    assert evidence.counts(rows, "dynat_guide_init", "pgd20") == (130, 1000)
+    assert evidence.counts(rows, "pgd_at_gauss", "pgd20") == (164, 1000)
+    assert evidence.counts(rows, "pgd_at", "pgd20") == (0, 0)
+    kit = evidence.claim_verdict(rows, PLAN)
+    p, q = 0.130, 0.164
+    low = p - q - evidence.difference_margin(p, q, 1000, 1000)
+    assert math.isclose(low, kit["low"], abs_tol=1e-6)
+
+
 # -------------------------------------------------------------- an nbgrader course (slow)
 @pytest.fixture(scope="module")
 def course(tmp_path_factory):

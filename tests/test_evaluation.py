@@ -157,3 +157,30 @@ def test_compare_writes_the_table_and_resumes(tmp_path, capsys):
 def test_compare_reports_bad_arguments(tmp_path, capsys):
     assert compare.main(["--methods", "nonsense", "--out", str(tmp_path)]) == 2
     assert "Unknown method" in capsys.readouterr().err
+
+
+def test_on_the_cpu_attacks_run_on_the_folded_model_with_the_plain_models_results(batch):
+    """correct_under folds the batch norms on the CPU; an attack run by hand on the model as it
+    is gets the same examples right, and the model is left as it was (mode, weights)."""
+    from dynat_lite import models
+
+    torch.manual_seed(0)
+    model = models.create("small-cnn", 10)
+    with torch.no_grad():  # batch norms with statistics of their own, not the identity
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = batch
+    for name in ("clean", "fgsm", "pgd-10"):
+        got = evaluate.correct_under(model, x, y, name, seed=3)
+        with attacks.eval_mode(model):
+            x_adv = evaluate.attack_function(name)(model, x, y, 8 / 255,
+                                                   torch.Generator().manual_seed(3))
+            with torch.no_grad():
+                want = model(x_adv).argmax(1) == y
+        assert torch.equal(got, want), name
+    assert model.training
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -1,7 +1,8 @@
 """The lessons' shipped models (dynat_lite.lesson_models, tools/export_lesson_models.py): a tiny
 run exported and installed again is loaded by ``fit`` as a finished run with the same history
 and (half-precision) weights; the lessons and ``compare`` load shipped models unless told to
-retrain; and every model a lesson trains on the cpu profile is shipped, with its lesson's config."""
+retrain; and every model a lesson trains on the cpu profile (and on smoke, lesson 06 aside) is
+shipped, with its lesson's config."""
 import json
 import sys
 from pathlib import Path
@@ -33,7 +34,7 @@ def shipped(tmp_path_factory):
     folder = tmp_path_factory.mktemp("shipped")
     name = f"{cfg.method}-{lesson_models.key_hash(cfg)}"
     entry = export_lesson_models.export_one(name, cfg, ["03_dynat_training"], result, folder,
-                                            n_pgd=8)
+                                            n_pgd=8, trained_on="the synthetic set")
     (folder / lesson_models.MANIFEST).write_text(json.dumps({name: entry}))
     return cfg, result, folder, name
 
@@ -137,15 +138,31 @@ def test_every_shipped_model_is_one_a_lesson_trains_with_the_lessons_config():
     for name, entry in manifest.items():
         cfg, lessons = wanted[name]
         assert entry["lessons"] == lessons, name
-        shipped_cfg = train.Config.from_dict({**entry["config"], "dataset": "cifar10"})
-        assert lesson_models.key(shipped_cfg) == lesson_models.key(cfg), name
+        assert lesson_models.key(_shipped_config(entry)) == lesson_models.key(cfg), name
 
 
-@pytest.mark.parametrize("lesson", sorted(lesson_models.LESSONS))
-def test_every_model_a_lesson_trains_on_cpu_is_shipped(lesson):
+def _shipped_config(entry: dict) -> train.Config:
+    """The Config a manifest entry was trained with (its dataset named as lessons name it)."""
+    dataset = lesson_models.canonical_dataset(entry["config"]["dataset"])
+    return train.Config.from_dict({**entry["config"], "dataset": dataset})
+
+
+SHIPPED = [(profile, lesson) for profile, lessons in lesson_models.PROFILES.items()
+           for lesson in lessons]
+
+
+@pytest.mark.parametrize("profile, lesson", SHIPPED)
+def test_every_model_a_lesson_trains_is_shipped(profile, lesson):
     manifest = lesson_models.read_manifest()
-    for cfg in lesson_models.lesson_configs(lesson, dataset="cifar10", seed=0):
-        assert f"{cfg.method}-{lesson_models.key_hash(cfg)}" in manifest, cfg.method
+    settings = dict(dataset="cifar10") if profile == "cpu" else {}
+    for cfg in lesson_models.lesson_configs(lesson, profile=profile, seed=0, **settings):
+        name = f"{cfg.method}-{lesson_models.key_hash(cfg)}"
+        assert name in manifest, (profile, cfg.method)
+        assert manifest[name]["trained_on"] == lesson_models.TRAINED_ON[profile], name
+
+
+def test_every_lesson_that_trains_is_shipped_on_cpu():
+    assert set(lesson_models.PROFILES["cpu"]) == set(lesson_models.LESSONS)
 
 
 def test_every_shipped_file_matches_its_sha256_and_loads():
@@ -155,7 +172,7 @@ def test_every_shipped_file_matches_its_sha256_and_loads():
         assert pretrained.sha256_of(path) == entry["sha256"], name
         tensors, history = lesson_models.load_file(name, entry)
         target, guide = lesson_models.split(tensors)
-        cfg = train.Config.from_dict({**entry["config"], "dataset": "cifar10"})
+        cfg = _shipped_config(entry)
         nets = train.build(cfg, entry["num_classes"], torch.device("cpu"))
         nets.target.load_state_dict(target)
         assert (guide is None) == (nets.guide is None), name

@@ -1,10 +1,12 @@
-"""Train the models the lessons train on the ``cpu`` profile, and ship them with the kit.
+"""Train the models the lessons train on the ``cpu`` and ``smoke`` profiles, and ship them.
 
-    python tools/export_lesson_models.py --dataset data/cifar10.npz
+    python tools/export_lesson_models.py --dataset data/cifar10.npz     # the cpu profile's
+    python tools/export_lesson_models.py --profile smoke                 # smoke's (synthetic)
 
-For every model in ``dynat_lite.lesson_models.LESSONS`` (each once, however many lessons use
-it): ``train.fit_or_load`` with the config the lesson's own call builds (the ``cpu`` profile,
-seed 0, the given dataset), in ``--models-dir`` (a finished run there is reused), then
+For every model ``dynat_lite.lesson_models`` ships for the profile (``PROFILES``, ``LESSONS``;
+each once, however many lessons use it): ``train.fit_or_load`` with the config the lesson's own
+call builds (the profile, seed 0, the given dataset on ``cpu``), in ``--models-dir`` (a finished
+run there is reused), then
 
 * its target and guide into ``dynat_lite/weights/pretrained/lessons/NAME.safetensors`` (NAME =
   the method and a hash of the run's key; the training history in the file's metadata);
@@ -14,7 +16,8 @@ seed 0, the given dataset), in ``--models-dir`` (a finished run there is reused)
 * its entry in ``manifest.json``: file, sha256, config, lessons, where its images came from,
   those accuracies.
 
-Entries of models no lesson trains any more are removed with their files. ``--trained-only``
+The other profile's entries are kept. Entries of models no lesson trains any more are removed
+with their files. ``--trained-only``
 exports only the models already trained in ``--models-dir``. The lessons then load
 these models (``lesson_models.install``) unless their ``RETRAIN = True``.
 """
@@ -37,11 +40,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SEED = 0
 
 
-def unique_configs(dataset: str) -> dict[str, tuple[train.Config, list[str]]]:
-    """{name: (config, the lessons that train it)} over every lesson of ``LESSONS``."""
+def unique_configs(dataset: str, profiles=tuple(lesson_models.PROFILES),
+                   ) -> dict[str, tuple[train.Config, list[str]]]:
+    """{name: (config, the lessons that train it)} over every model shipped for ``profiles``:
+    the ``cpu`` profile's on ``dataset``, the others' on their profile's own dataset."""
     found: dict[str, tuple[train.Config, list[str]]] = {}
-    for lesson in lesson_models.LESSONS:
-        for cfg in lesson_models.lesson_configs(lesson, dataset=dataset, seed=SEED):
+    for profile in profiles:
+        settings = dict(dataset=dataset) if profile == "cpu" else {}
+        for lesson, cfg in lesson_models.shipped_configs(profile, seed=SEED, **settings):
             name = f"{cfg.method}-{lesson_models.key_hash(cfg)}"
             found.setdefault(name, (cfg, []))[1].append(lesson)
     return found
@@ -101,7 +107,7 @@ def _identical(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def export_one(name: str, cfg: train.Config, lessons: list[str], result: train.Result,
-               folder: Path, n_pgd: int) -> dict:
+               folder: Path, n_pgd: int, trained_on: str) -> dict:
     """Measure, write ``NAME.safetensors``, and return the manifest entry."""
     from safetensors.torch import save_file
 
@@ -121,7 +127,7 @@ def export_one(name: str, cfg: train.Config, lessons: list[str], result: train.R
         "file": file.name, "sha256": pretrained.sha256_of(file),
         "size_mb": round(file.stat().st_size / 1e6, 2), "half_precision": half,
         "method": cfg.method, "num_classes": ds.num_classes, "config": config,
-        "lessons": lessons, "trained_on": lesson_models.TRAINED_ON,
+        "lessons": lessons, "trained_on": trained_on,
         "accuracy": {"n_clean": len(ds.y_test), "n_pgd20": n_pgd, "float32": full,
                      "half_round_trip": halved,
                      "protocol": "eval mode; PGD-20 with steps of 2/255 and a uniform random "
@@ -131,8 +137,11 @@ def export_one(name: str, cfg: train.Config, lessons: list[str], result: train.R
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", required=True,
-                        help="the CIFAR-10 the models train on: cifar10, or a cifar10.npz")
+    parser.add_argument("--profile", choices=sorted(lesson_models.PROFILES), default="cpu",
+                        help="whose models to train and export (the others' entries are kept)")
+    parser.add_argument("--dataset", default=None,
+                        help="the CIFAR-10 the cpu profile's models train on: cifar10, or a "
+                             "cifar10.npz (required with --profile cpu)")
     parser.add_argument("--models-dir", default=str(ROOT / "runs" / "models"),
                         help="where the runs are trained (finished ones are reused)")
     parser.add_argument("--out", default=str(lesson_models.FOLDER))
@@ -143,16 +152,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="export only the models with a finished run in --models-dir "
                              "(train none); the others keep their entries, or stay missing")
     args = parser.parse_args(argv)
-    if lesson_models.canonical_dataset(args.dataset) != "cifar10":
-        parser.error("the lessons' cpu profile trains on CIFAR-10: give cifar10 or a "
+    if args.profile == "cpu" and lesson_models.canonical_dataset(str(args.dataset)) != "cifar10":
+        parser.error("the lessons' cpu profile trains on CIFAR-10: give --dataset cifar10 or a "
                      "cifar10.npz")
+    dataset = args.dataset or "cifar10"  # names do not depend on where CIFAR-10 is read from
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
-    wanted = unique_configs(args.dataset)
+    wanted = unique_configs(dataset)
     manifest = {k: v for k, v in lesson_models.read_manifest(folder).items() if k in wanted}
-    for name, (cfg, lessons) in wanted.items():
-        cfg = train.Config(**{**cfg.to_dict(), "diagnose_every": args.diagnose_every,
-                              "data_root": str(Path(args.dataset).parent)})
+    for name, (cfg, lessons) in unique_configs(dataset, (args.profile,)).items():
+        extra = {"data_root": str(Path(args.dataset).parent)} if args.profile == "cpu" else {}
+        cfg = train.Config(**{**cfg.to_dict(), "diagnose_every": args.diagnose_every, **extra})
         if args.trained_only and not train._finished(train.run_folder(cfg, args.models_dir),
                                                      cfg):
             print(f"{name}: not trained in {args.models_dir}; "
@@ -160,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         t0 = time.perf_counter()
         result = train.fit_or_load(cfg, args.models_dir, progress=False)
-        manifest[name] = export_one(name, cfg, lessons, result, folder, args.n_pgd)
+        manifest[name] = export_one(name, cfg, lessons, result, folder, args.n_pgd,
+                                    lesson_models.TRAINED_ON[args.profile])
         acc = manifest[name]["accuracy"]
         print(f"{name}: {manifest[name]['size_mb']} MB, half {manifest[name]['half_precision']}, "
               f"clean {acc['float32']['clean']:.3f} -> {acc['half_round_trip']['clean']:.3f}, "
