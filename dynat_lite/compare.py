@@ -95,13 +95,14 @@ def evaluate_method(result: train.Result, *, n_eval: int, attacks, seed: int,
 def compare(method_names, *, profile: str = "cpu", out: str | Path, dataset: str | None = None,
             seed: int = 0, n_eval: int | None = 500, attacks=DEFAULT_ATTACKS,
             n_check: int | None = 200, overrides: dict | None = None,
-            progress=False, log=print, shipped: bool = False) -> list[dict]:
+            progress=False, log=print, shipped: bool = False, png: bool = True) -> list[dict]:
     """Train (or load) and evaluate each method; returns one row per method (see ``row``).
 
     Every method gets the same config but for ``method`` and its own defaults (random start,
     settings: ``train.config``): same data, seed, epochs, attack budget. ``n_eval`` test images
     are evaluated (None: all loaded). ``shipped``: a method whose run is one of the models the
     kit ships for the lessons (``lesson_models``) is loaded from there instead of trained.
+    ``png``: also draw the figure as figure.png (kaleido starts a browser: seconds a call).
     """
     out = Path(out)
     if not list(method_names):
@@ -117,11 +118,11 @@ def compare(method_names, *, profile: str = "cpu", out: str | Path, dataset: str
     with train.claim_run_folder(out):  # one compare per folder at a time
         return _compare(method_names, profile=profile, out=out, dataset=dataset, seed=seed,
                         n_eval=n_eval, attacks=attacks, n_check=n_check, overrides=overrides,
-                        progress=progress, log=log, shipped=shipped)
+                        progress=progress, log=log, shipped=shipped, png=png)
 
 
 def _compare(method_names, *, profile, out: Path, dataset, seed, n_eval, attacks, n_check,
-             overrides, progress, log, shipped) -> list[dict]:
+             overrides, progress, log, shipped, png) -> list[dict]:
     """``compare`` in the folder it owns."""
     overrides = dict(overrides or {})
     if dataset is not None:
@@ -153,7 +154,7 @@ def _compare(method_names, *, profile, out: Path, dataset, seed, n_eval, attacks
         # after every method: what a rerun resumes from (the table and figure come at the end)
         (out / RESULTS).write_text(json.dumps({"settings": settings, "rows": rows}, indent=1,
                                               default=str))
-    write_outputs(rows, out)
+    write_outputs(rows, out, png=png)
     return rows
 
 
@@ -240,8 +241,9 @@ def figure(rows: list[dict], robust: str | None = None):
     return viz.clean_vs_robust(rows, robust, robust_title=attack_title(robust))
 
 
-def write_outputs(rows: list[dict], out: str | Path) -> dict:
-    """results.csv, results.md, figure.html (and figure.png with kaleido) into ``out``."""
+def write_outputs(rows: list[dict], out: str | Path, png: bool = True) -> dict:
+    """results.csv, results.md, figure.html (and figure.png with kaleido, unless not ``png``)
+    into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cols = _columns(rows)
@@ -253,6 +255,8 @@ def write_outputs(rows: list[dict], out: str | Path) -> dict:
     fig = figure(rows)
     fig.write_html(out / "figure.html", include_plotlyjs="cdn")
     paths = {"csv": out / "results.csv", "md": out / "results.md", "html": out / "figure.html"}
+    if not png:
+        return paths
     try:
         import kaleido  # noqa: F401
         fig.write_image(out / "figure.png")

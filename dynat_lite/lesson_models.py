@@ -80,6 +80,15 @@ def key_hash(cfg: train.Config) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
+def data_sha256(ds) -> str:
+    """The sha256 of a dataset's images and labels (train, then test): the manifest records it
+    for the images a shipped model was trained and measured on."""
+    digest = hashlib.sha256()
+    for t in (ds.x_train, ds.y_train, ds.x_test, ds.y_test):
+        digest.update(t.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def read_manifest(folder: str | Path | None = None) -> dict:
     """{name: entry} of ``folder`` (None: the shipped ``FOLDER``); none there: {}."""
     path = Path(folder if folder is not None else FOLDER) / MANIFEST

@@ -154,6 +154,13 @@ def test_compare_writes_the_table_and_resumes(tmp_path, capsys):
     assert stamps == {m: (tmp_path / m / "checkpoint.pt").stat().st_mtime_ns for m in stamps}
 
 
+def test_write_outputs_draws_no_png_when_told_not_to(tmp_path):
+    rows = [{"method": "pgd_at", "clean": 0.5, "pgd20": 0.25, "worst_case": 0.25}]
+    paths = compare.write_outputs(rows, tmp_path, png=False)
+    assert set(paths) == {"csv", "md", "html"} and not (tmp_path / "figure.png").exists()
+    assert "| pgd_at | 50.0 | 25.0 | 25.0 |" in (tmp_path / "results.md").read_text()
+
+
 def test_compare_reports_bad_arguments(tmp_path, capsys):
     assert compare.main(["--methods", "nonsense", "--out", str(tmp_path)]) == 2
     assert "Unknown method" in capsys.readouterr().err

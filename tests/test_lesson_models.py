@@ -161,6 +161,21 @@ def test_every_model_a_lesson_trains_is_shipped(profile, lesson):
         assert manifest[name]["trained_on"] == lesson_models.TRAINED_ON[profile], name
 
 
+def test_the_synthetic_images_of_the_smoke_models_are_the_ones_the_kit_generates():
+    """The smoke models were trained on the synthetic set as ``data.load`` made it then: if the
+    generator changes, they must be exported again (a lesson would load a model of other
+    images)."""
+    from dynat_lite import data
+
+    entries = [e for e in lesson_models.read_manifest().values()
+               if e["config"]["dataset"] == "synthetic"]
+    assert entries, "no shipped smoke models"
+    for entry in entries:
+        c = entry["config"]
+        ds = data.load("synthetic", n_train=c["n_train"], n_test=c["n_test"], seed=c["seed"])
+        assert lesson_models.data_sha256(ds) == entry["data_sha256"], entry["file"]
+
+
 def test_every_lesson_that_trains_is_shipped_on_cpu():
     assert set(lesson_models.PROFILES["cpu"]) == set(lesson_models.LESSONS)
 

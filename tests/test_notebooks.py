@@ -144,6 +144,12 @@ def test_03_dynat_training(tmp_path, models_dir, monkeypatch):
     # The derivation of section 2: the target's gradient is proportional to beta.
     per_beta = [t / b for t, b in zip(target, beta["betas"]) if b > 0]
     assert max(per_beta) - min(per_beta) <= 1e-4 * max(per_beta)
+    # The weak-label phase on smoke (section 4): DYNAT's target, trained here, collapses by the
+    # rule of diagnostics; the target of DYNAT with static labels (the model the kit ships for
+    # smoke, trained by tools/export_lesson_models.py) does not.
+    weak = r["weak_label_phase"]
+    assert weak["DYNAT"]["collapsed_epochs"][-1] == len(r["history"]["DYNAT"])
+    assert weak["DYNAT, static labels"]["collapsed_epochs"] == []
     for name, peak in r["robust_peak"].items():  # where robust test accuracy peaked
         pgd = [h["test_pgd"] for h in r["history"][name]]
         assert peak["peak"] == max(pgd) == pgd[peak["epoch"] - 1] and peak["last"] == pgd[-1]
