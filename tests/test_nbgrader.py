@@ -27,10 +27,11 @@ from dynat_lite import nbgrader_stubs as stubs
 pytest.importorskip("nbgrader")
 from nbgrader.api import Gradebook  # noqa: E402
 
-#: The lesson graded, one with exercises: autograding executes the whole lesson (01, smoke
-#: profile: a guide trained briefly while its labels are recorded, then figures).
-LESSON = "01_dynamic_labels"
-ASSIGNMENT = "lesson01"
+#: The lesson graded, one with exercises (three) and a widget: autograding executes the whole
+#: lesson (00, smoke profile: the standard model the kit ships for it, attacks, figures, the ε
+#: slider).
+LESSON = "00_threat_model"
+ASSIGNMENT = "lesson00"
 ALL = "all-lessons"  # every lesson, released only
 STUDENTS = {"solver": "the instructor's notebook, solutions in place",
             "blank": "the release version, nothing answered"}

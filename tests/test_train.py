@@ -104,7 +104,8 @@ def test_synthetic_set_is_learnable_yet_adversarially_fragile():
     """The promise of the synthetic set: a small CNN learns it (>= 85 % clean) in three epochs,
     and the same model falls below 20 % under PGD at eps = 8/255."""
     ds = data.load("synthetic", n_train=3000, n_test=500, seed=0)
-    cfg = train.config("smoke", method="standard", epochs=3, n_eval=100)
+    # (after each epoch: clean accuracy and PGD-1, which nothing here reads, on 100 images)
+    cfg = train.config("smoke", method="standard", epochs=3, n_eval=100, eval_steps=1)
     result = train.fit(cfg, dataset=ds, progress=False)
     acc = evaluate.evaluate(result.target, ds.x_test, ds.y_test, attacks=("clean", "pgd20"))
     assert acc["clean"] >= 0.85
@@ -137,8 +138,9 @@ def _cifar_subset(n_train, n_test):
                     reason="the offline CIFAR-10 copy (../shared/data) is absent")
 def test_dynat_learns_on_real_cifar10():
     ds = _cifar_subset(2000, 300)
+    # after each epoch: clean accuracy (read below) and PGD-1 (not read) on the 300 test images
     cfg = train.config("smoke", method="dynat", dataset="cifar10", n_train=2000, n_test=300,
-                       epochs=3, steps=2, step_size=4 / 255, n_eval=300)
+                       epochs=3, steps=2, step_size=4 / 255, n_eval=300, eval_steps=1)
     result = train.fit(cfg, dataset=ds, progress=False)
     first, last = result.history[0], result.history[-1]
     # The guide learns from clean images: its accuracy and its labels' agreement rise.
