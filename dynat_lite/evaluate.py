@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from .attacks import (_check_labels, autoattack, check_images, cw_inf, eval_mode, fgsm,
                       pgd)
+from .models import folded
 
 
 @dataclass(frozen=True)
@@ -120,11 +121,9 @@ def correct_under(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     or an attack function. Runs on the model's device, in float32 (autocast off), in eval mode,
     batch by batch; the attack's random start comes from one generator seeded with ``seed``.
     On the CPU the attack and the prediction run on the model with its batch norms folded into
-    the convolutions before them (``fast.folded``): in eval mode the same function up to float
+    the convolutions before them (``models.folded``): in eval mode the same function up to float
     rounding, a fifth faster for the lessons' small CNN (``model`` itself is left as it is).
     """
-    from .fast import folded
-
     attack_fn = attack_function(attack)
     check_images(x)  # every attack, "clean" too: NaN images would score as class 0
     _check_labels(x, y, model)

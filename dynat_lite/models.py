@@ -8,6 +8,8 @@ the last linear layer -- while the body runs in bf16: see :func:`float32`. Witho
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -236,3 +238,54 @@ def create(name: str, num_classes: int = 10) -> nn.Module:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# ------------------------------------------------------------------------- batch norm folded
+class FoldedConv(nn.Module):
+    """``conv`` followed by the eval-mode batch norm ``bn``, as one convolution: weights
+    w * g / s and bias b' = beta + (b - mean) * g / s, with g = bn.weight and
+    s = sqrt(running_var + bn.eps) (computed without gradient, from their current values)."""
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d):
+        super().__init__()
+        with torch.no_grad():
+            scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+            self.weight = conv.weight * scale.view(-1, 1, 1, 1)
+            self.bias = bn.bias + (bias - bn.running_mean) * scale
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.conv
+        return nn.functional.conv2d(x, self.weight, self.bias, c.stride, c.padding, c.dilation,
+                                    c.groups)
+
+
+def _tree(module: nn.Module) -> nn.Module:
+    """A copy of ``module``'s tree of submodules that shares every parameter and buffer."""
+    twin = copy.copy(module)
+    twin._modules = {k: _tree(m) if m is not None else None for k, m in module._modules.items()}
+    return twin
+
+
+def folded(model: nn.Module) -> nn.Module:
+    """The eval-mode ``model`` with every BatchNorm2d (or SyncBatchNorm) that directly follows
+    a Conv2d in an
+    ``nn.Sequential`` folded into the convolution (:class:`FoldedConv`): the same function up
+    to float rounding, and ``model`` itself is left as it is. The attack runs the target in
+    eval mode, where batch norm is a fixed per-channel affine map; folded, it costs no pass
+    over the activations, forward or backward. A model without such pairs comes back as the
+    same object. The folded weights are copies: fold again after every optimizer step."""
+    twin = _tree(model)
+    found = False
+    for seq in twin.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        keys = list(seq._modules)
+        for a, b in zip(keys, keys[1:]):
+            conv, bn = seq._modules[a], seq._modules[b]
+            if (type(conv) is nn.Conv2d and type(bn) in (nn.BatchNorm2d, nn.SyncBatchNorm)
+                    and bn.track_running_stats and bn.affine):
+                seq._modules[a], seq._modules[b] = FoldedConv(conv, bn), nn.Identity()
+                found = True
+    return twin.eval() if found else model
