@@ -133,6 +133,26 @@ def test_alt_text_names_kind_title_axes_and_series():
     assert export_html.alt_text(grid) == "3 images: untitled. labelled cat; dog."
 
 
+def test_links_to_the_projects_files_are_made_relative_to_the_pages_folder(tmp_path):
+    lessons, pages = tmp_path / "notebooks", tmp_path / "build" / "html"
+    text = ("See [the glossary](../GLOSSARY.md#pgd), ![a figure](figures/a.png), "
+            "[Colab](https://colab.research.google.com/x), [above](#section) and [mail](mailto:a@b).")
+    got = export_html.relink(text, lessons, pages)
+    assert got == ("See [the glossary](../../GLOSSARY.md#pgd), ![a figure](../../notebooks/"
+                   "figures/a.png), [Colab](https://colab.research.google.com/x), [above](#section)"
+                   " and [mail](mailto:a@b).")
+    # every link a lesson makes to a project file resolves from the pages' folder to a file
+    for lesson in LESSONS:
+        for cell in nbformat.read(lesson, as_version=4).cells:
+            if cell.cell_type != "markdown":
+                continue
+            for target in re.findall(r"\]\(([^)\s]+)\)", export_html.relink(
+                    cell.source, lesson.parent, ROOT / "build" / "html")):
+                path = target.partition("#")[0]
+                if path and not re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*:", path):
+                    assert (ROOT / "build" / "html" / path).resolve().exists(), (lesson.name, target)
+
+
 def test_progress_bars_become_their_last_line_and_other_widgets_the_note():
     state = {
         "bar": {"model_name": "HBoxModel", "state": {"children": ["IPY_MODEL_p", "IPY_MODEL_f", "IPY_MODEL_s"]}},

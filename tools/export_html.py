@@ -218,6 +218,21 @@ def injected_parameters(nb) -> str:
                      if ln and not ln.startswith("#") and not re.match(r"\w*_DIR\s*=", ln))
 
 
+# A Markdown link or image whose target is a relative path (not a URL, an anchor or a mail).
+_RELATIVE_LINK = re.compile(r"\]\((?![a-zA-Z][a-zA-Z0-9+.-]*:|#|/)([^)\s]+)\)")
+
+
+def relink(source: str, lesson_dir: Path, page_dir: Path) -> str:
+    """Markdown ``source`` with each link relative to the lesson's folder (``../GLOSSARY.md``
+    from notebooks/) made relative to the folder its page is written to."""
+    def fix(m: re.Match) -> str:
+        path, _, anchor = m.group(1).partition("#")
+        target = Path(os.path.relpath(lesson_dir / path, page_dir)).as_posix()
+        return f"]({target}{'#' + anchor if anchor else ''})"
+
+    return _RELATIVE_LINK.sub(fix, source)
+
+
 def prepare(nb, run_with: str) -> tuple:
     """A copy of an executed lesson ready for nbconvert, and its number of figures."""
     import nbformat
@@ -565,6 +580,9 @@ def main(argv: list[str] | None = None) -> int:
         ran_with.add(run_with)
         title, summary = title_and_summary(nb)
         page = args.out / f"{source.stem}.html"
+        for cell in nb.cells:  # links to the project's files, from the page's folder
+            if cell.cell_type == "markdown":
+                cell.source = relink(cell.source, source.resolve().parent, args.out.resolve())
         text, figures = to_html_page(nb, title or source.stem, plotlyjs, run_with)
         page.write_text(share_css(text, args.out), encoding="utf-8")
         lessons.append((page, title, summary))
