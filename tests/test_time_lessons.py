@@ -1,6 +1,7 @@
 """tools/time_lessons.py: what it reads from an executed notebook (no lesson is run here)."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -95,6 +96,29 @@ def test_annotate_writes_the_profile_line_and_the_section_times_and_can_rewrite_
     assert time_lessons.annotate(nb, "smoke", 12.0) == 1
     assert nb.cells[1].source.splitlines()[1] == "# smoke: CI and a first look — this lesson: 12 s here"
     assert nb.cells[2].source.startswith("## 1. Train ⏱ 20 s\n")
+
+
+def test_a_lesson_that_ran_another_profile_keeps_its_times(tmp_path, monkeypatch):
+    """Lesson 05 without a GPU runs smoke whatever it is asked: a cpu timing of it is not its
+    cpu time, and its sections are not the lab profile's."""
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    for stem in ("00_a", "05_b"):
+        nbformat.write(_lesson(), notebooks / f"{stem}.ipynb")
+    monkeypatch.setattr(time_lessons, "NOTEBOOKS", notebooks)
+    assert time_lessons.ran_as({"profile": "smoke"}, "cpu") == "smoke"
+    assert time_lessons.ran_as({}, "cpu") == "cpu"
+    timing = tmp_path / "timing-cpu"
+    timing.mkdir()
+    sections = {"1. Train": 95.0}
+    (timing / "times.json").write_text(json.dumps({
+        "profile": "cpu", "where": "here", "seconds": {"00_a": 150.0, "05_b": 20.0},
+        "sections": {"00_a": sections, "05_b": sections},
+        "ran_as": {"00_a": "cpu", "05_b": "smoke"}}))
+    time_lessons.write_times([timing])
+    assert "## 1. Train ⏱ 1.5 min" in nbformat.read(notebooks / "00_a.ipynb", as_version=4).cells[2].source
+    untouched = nbformat.read(notebooks / "05_b.ipynb", as_version=4)
+    assert [c.source for c in untouched.cells] == [c.source for c in _lesson().cells]
 
 
 @pytest.mark.parametrize("seconds, text", [(0.2, "1 s"), (29.6, "30 s"), (59.4, "59 s"),

@@ -150,11 +150,22 @@ def annotate(nb, profile: str, seconds: float, sections: dict[str, float] | None
     return changed
 
 
+def ran_as(results: dict, profile: str) -> str:
+    """The profile a lesson ran (its results.json's "profile"; a lesson that records none ran
+    the one asked for): lesson 05 without a GPU runs "smoke" whatever it is asked."""
+    return results.get("profile", profile)
+
+
 def write_times(folders: list[Path]) -> int:
-    """Write the times saved in each timing folder (``times.json``) into the lessons."""
+    """Write the times saved in each timing folder (``times.json``) into the lessons; a lesson
+    that ran another profile than the one timed (``ran_as``) keeps its times."""
     for folder in folders:
         saved = json.loads((folder / "times.json").read_text())
         for stem, seconds in saved["seconds"].items():
+            ran = saved.get("ran_as", {}).get(stem, saved["profile"])
+            if ran != saved["profile"]:
+                print(f"{stem}: ran {ran}, not {saved['profile']}: its times are left as they are")
+                continue
             path = NOTEBOOKS / f"{stem}.ipynb"
             nb = nbformat.read(path, as_version=4)
             sections = saved["sections"][stem] if saved["profile"] == LAB_PROFILE else None
@@ -264,12 +275,14 @@ def main(argv: list[str] | None = None) -> int:
         args.dataset = str(Path(args.dataset).resolve())
     out = fresh_folder((args.out or ROOT / "runs" / f"timing-{args.profile}").resolve())
 
-    seconds, sections, loads = {}, {}, [load_average()]
+    seconds, sections, loads, ran = {}, {}, [load_average()], {}
     for nb in lessons(args.lessons):
         seconds[nb.stem] = run(nb, out, args.profile, args.dataset, args.timeout)
         loads.append(load_average())
         results = out / nb.stem / "results.json"
-        summary = headline(json.loads(results.read_text())) if results.exists() else {}
+        found = json.loads(results.read_text()) if results.exists() else {}
+        ran[nb.stem] = ran_as(found, args.profile)
+        summary = headline(found)
         print(f"{nb.stem}: {seconds[nb.stem]:.0f} s  {json.dumps(summary)}", flush=True)
         sections[nb.stem] = section_seconds(nbformat.read(out / nb.name, as_version=4))
         for section, s in sections[nb.stem].items():
@@ -283,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(seconds, command, when, where))
     (out / "times.json").write_text(json.dumps(
         {"profile": args.profile, "dataset": args.dataset, "command": command, "date": when,
-         "machine": where, "where": short_machine(), "seconds": seconds, "sections": sections}, indent=1, ensure_ascii=False))
+         "machine": where, "where": short_machine(), "seconds": seconds, "sections": sections,
+         "ran_as": ran}, indent=1, ensure_ascii=False))
     return 0
 
 
