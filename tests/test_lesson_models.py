@@ -173,7 +173,28 @@ def test_the_synthetic_images_of_the_smoke_models_are_the_ones_the_kit_generates
     for entry in entries:
         c = entry["config"]
         ds = data.load("synthetic", n_train=c["n_train"], n_test=c["n_test"], seed=c["seed"])
-        assert lesson_models.data_sha256(ds) == entry["data_sha256"], entry["file"]
+        now = lesson_models.data_fingerprint(ds)
+        then = entry["data"]
+        assert now["labels_sha256"] == then["labels_sha256"], entry["file"]
+        for stat in ("x_train_mean", "x_train_std", "x_test_mean", "x_test_std"):
+            assert abs(now[stat] - then[stat]) < 1e-5, (entry["file"], stat)
+
+
+def test_the_fingerprint_tells_another_generator_from_rounding():
+    from dynat_lite import data
+
+    ds = data.load("synthetic", n_train=256, n_test=64, seed=0)
+    base = lesson_models.data_fingerprint(ds)
+    rounded = data.Dataset(ds.name, ds.x_train.clone(), ds.y_train, ds.x_test, ds.y_test,
+                           ds.classes)
+    rounded.x_train.view(-1)[:50] += 1 / 255  # fifty pixels rounded the other way
+    near = lesson_models.data_fingerprint(rounded)
+    assert near["labels_sha256"] == base["labels_sha256"]
+    assert all(abs(near[k] - base[k]) < 1e-5 for k in base if k != "labels_sha256")
+    stronger = data.synthetic(n_train=256, n_test=64, seed=0, signal=0.13)
+    assert abs(lesson_models.data_fingerprint(stronger)["x_train_std"] - base["x_train_std"]) > 1e-4
+    reseeded = lesson_models.data_fingerprint(data.load("synthetic", n_train=256, n_test=64, seed=1))
+    assert reseeded["labels_sha256"] != base["labels_sha256"]
 
 
 def test_every_lesson_that_trains_is_shipped_on_cpu():

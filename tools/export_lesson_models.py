@@ -14,7 +14,8 @@ run there is reused), then
   precision: clean on the whole test set, PGD-20 on its first ``--n-pgd`` images. The file keeps
   half precision only if neither accuracy moved by more than one standard error; else float32;
 * its entry in ``manifest.json``: file, sha256, config, lessons, where its images came from
-  (and their sha256: a test regenerates the synthetic set and compares), those accuracies.
+  (and ``lesson_models.data_fingerprint`` of them: a test regenerates the synthetic set and
+  compares), those accuracies.
 
 The other profile's entries are kept. Entries of models no lesson trains any more are removed
 with their files. ``--trained-only``
@@ -128,7 +129,7 @@ def export_one(name: str, cfg: train.Config, lessons: list[str], result: train.R
         "size_mb": round(file.stat().st_size / 1e6, 2), "half_precision": half,
         "method": cfg.method, "num_classes": ds.num_classes, "config": config,
         "lessons": lessons, "trained_on": trained_on,
-        "data_sha256": lesson_models.data_sha256(ds),
+        "data": lesson_models.data_fingerprint(ds),
         "accuracy": {"n_clean": len(ds.y_test), "n_pgd20": n_pgd, "float32": full,
                      "half_round_trip": halved,
                      "protocol": "eval mode; PGD-20 with steps of 2/255 and a uniform random "
