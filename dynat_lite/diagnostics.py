@@ -107,12 +107,16 @@ def probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
             "classes_predicted": int(logits.argmax(1).unique().numel())}
 
 
+def late_median(steps: list[dict], field: str) -> float:
+    """The median of ``field`` over the second half of ``steps`` (the last sample if there is
+    only one)."""
+    return statistics.median(s[field] for s in steps[len(steps) // 2:])
+
+
 def late_medians(steps: list[dict]) -> tuple[float, float]:
-    """(median label agreement, median logit spread) over the second half of ``steps`` (the
-    last sample if there is only one): what the collapse rule reads."""
-    late = steps[len(steps) // 2:]
-    return (statistics.median(s["label_agreement"] for s in late),
-            statistics.median(s["logit_spread"] for s in late))
+    """(median label agreement, median logit spread) over the second half of ``steps``: what
+    the collapse rule reads."""
+    return late_median(steps, "label_agreement"), late_median(steps, "logit_spread")
 
 
 def is_collapsed(steps: list[dict]) -> bool:

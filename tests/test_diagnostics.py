@@ -69,6 +69,14 @@ def _steps(agreement, spread):
     return [{"label_agreement": a, "logit_spread": s} for a, s in zip(agreement, spread)]
 
 
+def test_late_median_is_the_median_of_a_field_over_the_second_half():
+    steps = [{"dead_units": d} for d in (0.9, 0.9, 0.1, 0.3, 0.2)]  # second half: 0.1, 0.3, 0.2
+    assert diagnostics.late_median(steps, "dead_units") == 0.2
+    assert diagnostics.late_median(steps[:1], "dead_units") == 0.9  # one sample: itself
+    assert diagnostics.late_medians(_steps([0.5, 0.25, 0.75, 1.0], [4.0, 2.0, 0.5, 0.25])) == (
+        0.875, 0.375)
+
+
 def test_the_collapse_rule_reads_the_second_half_of_the_epoch_with_medians():
     # Flat output while the labels agree: collapsed.
     assert diagnostics.is_collapsed(_steps([0.9] * 4, [0.2] * 4))
