@@ -155,8 +155,10 @@ def clear_answers(cell) -> None:
 # ----------------------------------------------------------------- nbgrader (built lazily)
 @functools.cache
 def _preprocessor_classes() -> dict[str, type]:
-    from nbgrader.preprocessors import ClearSolutions, NbGraderPreprocessor
+    from nbgrader.preprocessors import ClearSolutions, Execute, NbGraderPreprocessor
     from traitlets import Dict
+
+    from .papermill_engine import PollingKernelManager
 
     class ScaffoldSolutions(ClearSolutions):
         """nbgrader's ClearSolutions, except that a solution region that is one assignment
@@ -180,11 +182,22 @@ def _preprocessor_classes() -> dict[str, type]:
             clear_answers(cell)
             return cell, resources
 
-    return {"ScaffoldSolutions": ScaffoldSolutions, "ClearAnswers": ClearAnswers}
+    class PollingExecute(Execute):
+        """nbgrader's Execute with the kernel manager of the kit's papermill engine: a cell's
+        reply that the event loop was not woken for is found within a second (see
+        ``dynat_lite.papermill_engine``; nbgrader's own sets its manager in ``__init__``, past
+        the reach of configuration)."""
+
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("kernel_manager_class", PollingKernelManager)
+            super().__init__(*args, **kwargs)
+
+    return {"ScaffoldSolutions": ScaffoldSolutions, "ClearAnswers": ClearAnswers,
+            "PollingExecute": PollingExecute}
 
 
 def __getattr__(name: str):
-    if name in ("ScaffoldSolutions", "ClearAnswers"):
+    if name in ("ScaffoldSolutions", "ClearAnswers", "PollingExecute"):
         return _preprocessor_classes()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -205,7 +218,22 @@ def generate_assignment_preprocessors() -> list[type]:
     return out
 
 
+def autograde_preprocessors() -> list[type]:
+    """nbgrader's ``Autograde.autograde_preprocessors`` with ``Execute`` replaced by
+    ``PollingExecute``."""
+    from nbgrader.converters import Autograde
+    from nbgrader.preprocessors import Execute
+
+    polling = _preprocessor_classes()["PollingExecute"]
+    return [polling if p is Execute else p
+            for p in Autograde.class_traits()["autograde_preprocessors"].default()]
+
+
 def configure(c) -> None:
     """Make an nbgrader course's ``generate_assignment`` write the student versions that
-    ``make student`` writes (call it in the course's ``nbgrader_config.py`` with its config)."""
+    ``make student`` writes, and its ``autograde`` run the lessons with the kernel manager of the
+    kit's papermill engine (``PollingExecute``: without it, autograding a lesson whose widgets
+    display an Output can sit idle until the cell's time limit, the reply unread). Call it in
+    the course's ``nbgrader_config.py`` with its config."""
     c.GenerateAssignment.preprocessors = generate_assignment_preprocessors()
+    c.Autograde.autograde_preprocessors = autograde_preprocessors()

@@ -199,7 +199,7 @@ def test_every_config_field_has_a_train_flag_and_the_old_spellings_work(tmp_path
 LAYERS = ("plotstyle", "study_figures", "viz", "attacks", "models", "data", "distributed",
           "evaluate", "methods", "fast", "config", "runs", "diagnostics", "train", "labels",
           "pretrained", "lesson_models", "compare", "evidence", "study", "bench", "exercises",
-          "nbgrader_stubs", "widgets", "notebook", "papermill_engine", "__main__", "__init__")
+          "papermill_engine", "nbgrader_stubs", "widgets", "notebook", "__main__", "__init__")
 
 
 def _package_imports(path: Path, level: int = 1) -> set[str]:

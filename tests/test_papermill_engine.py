@@ -129,3 +129,24 @@ def test_a_notebook_with_an_output_widget_runs_on_the_engine(tmp_path, monkeypat
     assert all(c.execution_count for c in nb.cells if c.cell_type == "code")
     assert "application/vnd.jupyter.widget-state+json" in nb.metadata.get("widgets", {})
     assert used, "the kernel client did not use the polling channels"
+
+
+def test_an_nbgrader_course_autogrades_with_the_polling_client():
+    """nbgrader's autograde executes the lessons through nbclient too: the course configuration
+    the kit gives (``nbgrader_stubs.configure``) hands it the polling kernel manager."""
+    pytest.importorskip("nbgrader")
+    from nbgrader.converters import Autograde
+    from nbgrader.preprocessors import Execute
+    from traitlets.config import Config
+
+    from dynat_lite import nbgrader_stubs
+
+    c = Config()
+    nbgrader_stubs.configure(c)
+    chosen = c.Autograde.autograde_preprocessors
+    default = Autograde.class_traits()["autograde_preprocessors"].default()
+    assert len(chosen) == len(default) and Execute not in chosen
+    polling = [p for p in chosen if p not in default]
+    assert len(polling) == 1 and issubclass(polling[0], Execute)
+    assert polling[0]().kernel_manager_class is papermill_engine.PollingKernelManager
+    assert Execute().kernel_manager_class is not papermill_engine.PollingKernelManager
