@@ -37,11 +37,18 @@ def _group(rows: list[dict], prefix: str) -> list[dict]:
     return [r for r in rows if r["run"].rsplit("-s", 1)[0] == prefix]
 
 
+def _images(row: dict, metric: str) -> int:
+    """The test images ``metric`` was measured on in a summary row (an attack run on fewer
+    images than the others records its own count, ``<metric>_n``)."""
+    return row.get(f"{metric}_n", row["n_test"])
+
+
 def counts(rows: list[dict], group: str, metric: str) -> tuple[int, int]:
     """(test images right, test images evaluated) of the runs ``group-s<seed>``, their seeds
     pooled: each run's accuracy times its images, rounded to the whole image it counts."""
     runs = _group(rows, group)
-    return (sum(round(r[metric] * r["n_test"]) for r in runs), sum(r["n_test"] for r in runs))
+    return (sum(round(r[metric] * _images(r, metric)) for r in runs),
+            sum(_images(r, metric) for r in runs))
 
 
 def difference_margin(p: float, q: float, n_p: int, n_q: int, z: float = 1.96) -> float:
@@ -57,8 +64,7 @@ def compare_groups(rows: list[dict], a: str, b: str, metric: str) -> dict:
     if not ra or not rb:
         raise ValueError(f"No finished runs named {a!r} or {b!r} in the summary.")
     pa, pb = _mean(r[metric] for r in ra), _mean(r[metric] for r in rb)
-    na = sum(r.get(f"{metric}_n", r["n_test"]) for r in ra)
-    nb = sum(r.get(f"{metric}_n", r["n_test"]) for r in rb)
+    na, nb = sum(_images(r, metric) for r in ra), sum(_images(r, metric) for r in rb)
     spread = max(max(r[metric] for r in g) - min(r[metric] for r in g) for g in (ra, rb))
     return {"a": pa, "b": pb, "diff": pa - pb, "margin": difference_margin(pa, pb, na, nb),
             "seeds": min(len(ra), len(rb)), "seed_spread": spread}

@@ -176,6 +176,9 @@ def test_counts_pool_the_seeds_and_agree_with_the_kit_on_single_precision_accura
     assert evidence.counts(rows, "dynat_guide_init", "pgd20") == (130, 1000)
     assert evidence.counts(rows, "pgd_at_gauss", "pgd20") == (164, 1000)
     assert evidence.counts(rows, "pgd_at", "pgd20") == (0, 0)
+    # an attack measured on fewer images than the others counts its own
+    fewer = [{**r, "aa_standard": 0.25, "aa_standard_n": 100} for r in rows]
+    assert evidence.counts(fewer, "pgd_at_gauss", "aa_standard") == (50, 200)
     kit = evidence.claim_verdict(rows, PLAN)
     p, q = 0.130, 0.164
     low = p - q - evidence.difference_margin(p, q, 1000, 1000)
