@@ -48,12 +48,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _prepare(source: Path, dest: Path) -> None:
-    """Copy ``source`` with PROFILE="smoke" injected by papermill, on the server's own kernel."""
+def _prepare(source: Path, dest: Path, **parameters) -> None:
+    """Copy ``source`` with PROFILE="smoke" (and ``parameters``) injected by papermill, on the
+    server's own kernel."""
     import papermill
 
     papermill.execute_notebook(
-        str(source), str(dest), parameters={"PROFILE": "smoke"},
+        str(source), str(dest), parameters={"PROFILE": "smoke", **parameters},
         prepare_only=True, kernel_name="python3", progress_bar=False,
     )
 
@@ -140,7 +141,9 @@ def test_label_explorer_renders_and_follows_the_slider(lab, chromium, tmp_path):
     base, token, root = lab
     source = LESSON if LESSON.exists() else FIXTURE
     notebook = root / "notebooks" / source.name
-    _prepare(source, notebook)
+    # The explorer is checked here, not the guide: one epoch of its training instead of two
+    # (the lesson at its own size runs in tests/test_notebooks.py).
+    _prepare(source, notebook, **({"EPOCHS": 1} if source == LESSON else {}))
     chromium.run(_check_explorer, f"{base}/lab/tree/notebooks/{source.name}?token={token}&reset", tmp_path, "lab")
 
 

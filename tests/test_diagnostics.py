@@ -2,16 +2,10 @@
 from the paper (a pre-trained guide, y for the first steps)."""
 from __future__ import annotations
 
-import math
-import subprocess
-import sys
-
 import pytest
 import torch
 
-from dynat_lite import data, diagnostics, methods, models, train
-
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+from dynat_lite import data, diagnostics, models, train
 
 
 def _tiny(**overrides):
@@ -217,20 +211,6 @@ def test_departures_are_refused_where_they_mean_nothing():
     assert cfg.guide_init_epochs == 0 and cfg.label_warmup_steps == 0
     assert train.run_folder(cfg, "r") != train.run_folder(
         train.config("smoke", label_warmup_steps=5), "r")
-
-
-# --------------------------------------------------------------------- the smoke profile's story
-@pytest.mark.slow
-def test_on_smoke_the_command_line_says_dynats_target_collapsed(tmp_path):
-    """The README's command. (With static labels the target does not collapse: lesson 03's
-    test checks it on the same run, tests/test_notebooks.py.)"""
-    done = subprocess.run(
-        [sys.executable, "-m", "dynat_lite", "train", "--profile", "smoke", "--method", "dynat",
-         "--device", "cpu", "--no-progress", "--out", str(tmp_path / "dynat")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    last = [line for line in done.stdout.splitlines() if line.startswith("epoch ")][-1]
-    assert "TARGET COLLAPSED" in last, done.stdout
 
 
 def test_compare_adds_pgd_at_with_dynats_start_beside_madrys():

@@ -2,13 +2,12 @@
 kernel and no network.
 
 Most tests export the small explorer fixture (seconds); lesson 00's formulas are typeset from a
-page of the lesson as stored (no execution: its formulas are in its text); one test exports
-lesson 01 (smoke profile) to check a real lesson's page: its size, its explorer note, its
-progress lines, offline drawing.
+page of the lesson as stored (no execution: its formulas are in its text). A real lesson's page
+(its size, its explorer note, its progress lines, offline drawing) is checked on the run of
+lesson 01 that tests/test_notebooks.py executes, so that the lesson runs once.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -24,7 +23,6 @@ sys.path.insert(0, str(ROOT / "tools"))
 import export_html  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "explorer.ipynb"
-LESSON = ROOT / "notebooks" / "01_dynamic_labels.ipynb"
 FORMULAS = ROOT / "notebooks" / "00_threat_model.ipynb"  # display formulas ($$) in its text
 LESSONS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
 MATHJAX_BUDGET = 2_500_000  # bytes of the MathJax copy (2.0 MB when written)
@@ -289,26 +287,3 @@ def _open_and_count(browser, page_path: Path):
         return plots.count(), drawn, plots.first.is_visible()
     finally:
         page.close()
-
-
-# --------------------------------------------------------------- a real lesson (slow)
-@pytest.mark.slow
-@pytest.mark.notebook
-@pytest.mark.skipif(not LESSON.exists(), reason="lesson 01 is not in notebooks/")
-def test_lesson_page_is_small_and_draws_offline(tmp_path, chromium):  # noqa: F811
-    """Lesson 01 (an explorer, progress bars, image grids): a page that fits the site's budget."""
-    page, nb = _export(LESSON, tmp_path / "html")
-    text = page.read_text(encoding="utf-8")
-    shared = export_html.site_size(page.parent) - page.stat().st_size - (
-        page.parent / "index.html").stat().st_size  # plotly.js, the stylesheet and MathJax
-    # Every lesson's page must fit in what the shared files leave of the budget.
-    assert page.stat().st_size < (SITE_BUDGET - shared) / max(len(LESSONS), 1)
-    assert text.count(export_html.EXPLORER_NOTE) >= 1
-    assert re.search(r"100% \d+/\d+ \[", text), "a progress bar's last line"
-    assert "widget-state" not in text
-    seen = chromium.run(export_html.open_offline, page)
-    assert seen["figures"] == seen["drawn"] == export_html.count_page_figures(nb) >= 4
-    assert not seen["errors"] and seen["outside"] == [] and seen["missing"] == []
-    assert export_html.typeset(seen["formulas"]), seen["formulas"]
-    results = json.dumps(nb.metadata.get("papermill", {}).get("parameters", {}))
-    assert '"PROFILE": "smoke"' in results

@@ -3,7 +3,9 @@
 Each lesson runs in a fresh kernel with cwd notebooks/ (as `make run`), writes its results to a
 JSON file in pytest's tmp_path, and shares trained models with the later lessons through one
 folder (so 04 evaluates the targets that 03 trained). Every lesson also runs alone: it trains
-what it does not find. The assertions are about the stories the lessons tell.
+what it does not find. The assertions are about the stories the lessons tell; lesson 01's run is
+also exported to HTML and drawn in headless Chromium with the network off (tools/export_html.py),
+and the README's `dynat` command trains, into that folder, the DYNAT run lesson 03 then loads.
 """
 from __future__ import annotations
 
@@ -12,11 +14,20 @@ import json
 import math
 from pathlib import Path
 
+import re
+import subprocess
+import sys
+
 import nbformat
 import pytest
 
+from browser_support import chromium  # noqa: F401  (a fixture)
 from conftest import REPO
 from dynat_lite import train
+
+sys.path.insert(0, str(REPO / "tools"))
+import export_html  # noqa: E402
+from test_html import SITE_BUDGET  # noqa: E402  (the whole site's budget, in bytes)
 
 NOTEBOOKS = REPO / "notebooks"
 LESSONS = ["00_threat_model", "01_dynamic_labels", "02_inner_optimizer", "03_dynat_training",
@@ -105,16 +116,51 @@ def test_00_threat_model(tmp_path, models_dir, monkeypatch):
     assert plotly_outputs(r["_output"]) >= 4
 
 
+@pytest.fixture(scope="module")
+def lesson_01(tmp_path_factory, models_dir):
+    """Lesson 01 executed once: its story and its HTML page are checked on the same run."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        folder = tmp_path_factory.mktemp("lesson-01")
+        return folder, run_lesson("01_dynamic_labels", folder, models_dir, monkeypatch)
+
+
 @pytest.mark.notebook
 @pytest.mark.slow
-def test_01_dynamic_labels(tmp_path, models_dir, monkeypatch):
-    r = run_lesson("01_dynamic_labels", tmp_path, models_dir, monkeypatch)
+def test_01_dynamic_labels(lesson_01):
+    _, r = lesson_01
     agreement = r["agreement"]
     assert len(agreement) == len(r["steps"]) > 5
     assert agreement[0] < 0.35, "an untrained guide's labels are weak"
     assert agreement[-1] > agreement[0] + 0.3, "the labels grow strong over training"
     # The headless explorer drew its default view: probe grid, agreement, confusion, flips.
     assert plotly_outputs(r["_output"]) >= 4 + 3
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_01_page_is_small_and_draws_offline(lesson_01, tmp_path, chromium):  # noqa: F811
+    """The run above as an HTML page (tools/export_html.py --executed): an explorer, progress
+    bars, image grids; a page that fits the site's budget and draws with the network off."""
+    folder, _ = lesson_01
+    assert export_html.main([str(NOTEBOOKS / "01_dynamic_labels.ipynb"), "--out",
+                             str(tmp_path / "html"), "--no-check", "--executed", str(folder)]) == 0
+    page = tmp_path / "html" / "01_dynamic_labels.html"
+    nb = nbformat.read(folder / "01_dynamic_labels.ipynb", as_version=4)
+    text = page.read_text(encoding="utf-8")
+    shared = export_html.site_size(page.parent) - page.stat().st_size - (
+        page.parent / "index.html").stat().st_size  # plotly.js, the stylesheet and MathJax
+    # Every lesson's page must fit in what the shared files leave of the budget.
+    lessons = list(NOTEBOOKS.glob("[0-9]*.ipynb"))
+    assert page.stat().st_size < (SITE_BUDGET - shared) / len(lessons)
+    assert text.count(export_html.EXPLORER_NOTE) >= 1
+    assert re.search(r"100% \d+/\d+ \[", text), "a progress bar's last line"
+    assert "widget-state" not in text
+    seen = chromium.run(export_html.open_offline, page)
+    assert seen["figures"] == seen["drawn"] == export_html.count_page_figures(nb) >= 4
+    assert not seen["errors"] and seen["outside"] == [] and seen["missing"] == []
+    assert export_html.typeset(seen["formulas"]), seen["formulas"]
+    ran_with = json.dumps(nb.metadata.get("papermill", {}).get("parameters", {}))
+    assert '"PROFILE": "smoke"' in ran_with
 
 
 @pytest.mark.notebook
@@ -129,10 +175,37 @@ def test_02_inner_optimizer(tmp_path, models_dir, monkeypatch):
     assert 0 <= r["n_disagree"] <= r["n_images"]
 
 
+@pytest.fixture(scope="module")
+def readme_dynat(models_dir) -> tuple[str, Path]:
+    """The README's command, `python -m dynat_lite train --profile smoke --method dynat`, run in
+    the folder the lessons share, into the run folder of the run lesson 03 trains (the same
+    config: how often per-step diagnostics are sampled is not part of a run's key). Lesson 03
+    then loads that run instead of training it a second time. (its stdout, the run folder)"""
+    out = train.run_folder(train.config("smoke", method="dynat", dataset="synthetic"), models_dir)
+    done = subprocess.run(
+        [sys.executable, "-m", "dynat_lite", "train", "--profile", "smoke", "--method", "dynat",
+         "--device", "cpu", "--no-progress", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return done.stdout, out
+
+
+@pytest.mark.slow
+def test_the_readmes_dynat_command_says_its_target_collapsed(readme_dynat):
+    """On smoke DYNAT's target collapses in the weak-label phase; the command's last epoch line
+    says so. (With static labels it does not: lesson 03's run, below.)"""
+    stdout, _ = readme_dynat
+    last = [line for line in stdout.splitlines() if line.startswith("epoch ")][-1]
+    assert "TARGET COLLAPSED" in last, stdout
+
+
 @pytest.mark.notebook
 @pytest.mark.slow
-def test_03_dynat_training(tmp_path, models_dir, monkeypatch):
+def test_03_dynat_training(tmp_path, models_dir, monkeypatch, readme_dynat):
     r = run_lesson("03_dynat_training", tmp_path, models_dir, monkeypatch)
+    # The lesson's DYNAT is the run the README's command trained (loaded, not trained again).
+    trained = train.load_checkpoint(readme_dynat[1])["history"]
+    assert [h["test_pgd"] for h in r["history"]["DYNAT"]] == [h["test_pgd"] for h in trained]
     assert math.isclose(r["loss_by_hand"], r["loss_library"], rel_tol=1e-5)
     final = r["final"]
     assert final["DYNAT"]["pgd"] > final["standard"]["pgd"], "DYNAT's target is more robust"
@@ -144,8 +217,8 @@ def test_03_dynat_training(tmp_path, models_dir, monkeypatch):
     # The derivation of section 2: the target's gradient is proportional to beta.
     per_beta = [t / b for t, b in zip(target, beta["betas"]) if b > 0]
     assert max(per_beta) - min(per_beta) <= 1e-4 * max(per_beta)
-    # The weak-label phase on smoke (section 4): DYNAT's target, trained here, collapses by the
-    # rule of diagnostics; the target of DYNAT with static labels (the model the kit ships for
+    # The weak-label phase on smoke (section 4): DYNAT's target collapses by the rule of
+    # diagnostics; the target of DYNAT with static labels (the model the kit ships for
     # smoke, trained by tools/export_lesson_models.py) does not.
     weak = r["weak_label_phase"]
     assert weak["DYNAT"]["collapsed_epochs"][-1] == len(r["history"]["DYNAT"])

@@ -107,7 +107,10 @@ def test_synthetic_set_is_learnable_yet_adversarially_fragile():
     # (after each epoch: clean accuracy and PGD-1, which nothing here reads, on 100 images)
     cfg = train.config("smoke", method="standard", epochs=3, n_eval=100, eval_steps=1)
     result = train.fit(cfg, dataset=ds, progress=False)
-    acc = evaluate.evaluate(result.target, ds.x_test, ds.y_test, attacks=("clean", "pgd20"))
+    # Measured on the first 250 test images (99 % clean, 3 % under PGD-20 when written: far from
+    # both bounds, so half the images tell it as surely as all 500).
+    acc = evaluate.evaluate(result.target, ds.x_test[:250], ds.y_test[:250],
+                            attacks=("clean", "pgd20"))
     assert acc["clean"] >= 0.85
     assert acc["pgd20"] < 0.20
 
