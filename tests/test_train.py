@@ -101,16 +101,15 @@ def test_bad_configs_raise(kwargs, match):
 
 @pytest.mark.slow
 def test_synthetic_set_is_learnable_yet_adversarially_fragile():
-    """The promise of the synthetic set: a small CNN learns it (>= 85 % clean) in three epochs,
-    and the same model falls below 20 % under PGD at eps = 8/255."""
-    ds = data.load("synthetic", n_train=3000, n_test=500, seed=0)
-    # (after each epoch: clean accuracy and PGD-1, which nothing here reads, on 100 images)
-    cfg = train.config("smoke", method="standard", epochs=3, n_eval=100, eval_steps=1)
+    """The promise of the synthetic set (README, "Data"): a small CNN learns it (>= 85 % clean),
+    and the same model falls below 20 % under PGD at eps = 8/255. Trained as the smoke profile
+    trains its standard model: 2,048 images, two epochs (97 % clean and 8 % under PGD-20 on the
+    256 test images when written: far from both bounds)."""
+    # (after each epoch: clean accuracy and PGD-1, which nothing here reads)
+    cfg = train.config("smoke", method="standard", eval_steps=1)
+    ds = data.load("synthetic", n_train=cfg.n_train, n_test=cfg.n_test, seed=0)
     result = train.fit(cfg, dataset=ds, progress=False)
-    # Measured on the first 250 test images (99 % clean, 3 % under PGD-20 when written: far from
-    # both bounds, so half the images tell it as surely as all 500).
-    acc = evaluate.evaluate(result.target, ds.x_test[:250], ds.y_test[:250],
-                            attacks=("clean", "pgd20"))
+    acc = evaluate.evaluate(result.target, ds.x_test, ds.y_test, attacks=("clean", "pgd20"))
     assert acc["clean"] >= 0.85
     assert acc["pgd20"] < 0.20
 
