@@ -160,16 +160,18 @@ def _colab_venv() -> Path:
     made = _run([sys.executable, "-m", "venv", str(COLAB_VENV)])
     if made.returncode:
         pytest.skip(f"cannot make a virtual environment: {made.stderr.strip()[-300:]}")
+    site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
+                .stdout.strip())
+    main_site = Path(_run([str(MAIN_VENV / "bin" / "python"), "-c",
+                           "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
+    # Written before pip runs: pip then counts .venv's packages as installed and adds only
+    # Colab's versions and what .venv lacks (a fresh build in 20 s instead of 40 s).
+    (site / "zz_dynat_main_env.pth").write_text(f"import site; site.addsitedir({str(main_site)!r})\n")
     pip = _run([str(python), "-m", "pip", "install", "--quiet", *COLAB_PINS])
     if pip.returncode:
         shutil.rmtree(COLAB_VENV, ignore_errors=True)
         pytest.skip("cannot install Colab's package versions (offline?): "
                     + " ".join(pip.stderr.strip().splitlines()[-2:])[-400:])
-    site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
-                .stdout.strip())
-    main_site = Path(_run([str(MAIN_VENV / "bin" / "python"), "-c",
-                           "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
-    (site / "zz_dynat_main_env.pth").write_text(f"import site; site.addsitedir({str(main_site)!r})\n")
     (site / "google" / "colab").mkdir(parents=True)  # "google" stays a namespace package
     (site / "google" / "colab" / "__init__.py").write_text(COLAB_STUB)
     stamp.write_text(wanted)
