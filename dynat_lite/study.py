@@ -204,9 +204,9 @@ register(Study(
 register(Study(
     name="smoke",
     question="The study machinery on synthetic data in seconds (tests and a first look).",
-    budget="3 runs of 256 images x 2 epochs; seconds on a CPU",
+    budget="3 runs of 128 images x 2 epochs; seconds on a CPU",
     profile="smoke",
-    base=dict(dataset="synthetic", n_train=256, n_test=64, epochs=2, n_eval=32, n_eval_train=32,
+    base=dict(dataset="synthetic", n_train=128, n_test=64, epochs=2, n_eval=16, n_eval_train=16,
               schedule="piecewise", milestones=(0.5,)),
     runs=(Run("pgd_at-s0", "pgd_at", 0), Run("dynat-s0", "dynat", 0,
                                              {"target_clean_forward": True}),
