@@ -4,10 +4,10 @@ Its own nbgrader_config.py (which calls ``dynat_lite.nbgrader_stubs.configure``,
 tells a course to) and SQLite gradebook; ``nbgrader generate_assignment`` makes the release
 versions: of one lesson, and of every lesson in a second assignment. Their cells are those of
 ``make student``: the same scaffolded stubs and no Think! answer. ``nbgrader autograde`` then
-executes two submissions of the one lesson from top to bottom (smoke profile) and grades them:
-the instructor's notebook, with the solutions, gets full marks; the unanswered release version
-gets zero on every exercise, and the run does not crash. Nothing is mocked: nbgrader's command
-line, its gradebook and a kernel running the lesson.
+executes two submissions of the one lesson from top to bottom (smoke profile, 16 test images
+attacked) and grades them: the instructor's notebook, with the solutions, gets full marks; the
+unanswered release version gets zero on every exercise, and the run does not crash. Nothing is
+mocked: nbgrader's command line, its gradebook and a kernel running the lesson.
 """
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ configure(c)
     for sid, notebook in (("solver", root / "source" / ASSIGNMENT / f"{LESSON}.ipynb"),
                           ("blank", release)):
         (root / "submitted" / sid / ASSIGNMENT).mkdir(parents=True)
-        shutil.copy(notebook, root / "submitted" / sid / ASSIGNMENT)
+        _submit(notebook, root / "submitted" / sid / ASSIGNMENT / notebook.name)
         # The lesson keeps trained models in ../runs/models (next to the assignment folder):
         # one folder for both submissions, so the second loads the model the first trained.
         (root / "autograded" / sid).mkdir(parents=True)
@@ -97,6 +97,17 @@ configure(c)
                                                         target_is_directory=True)
     nbgrader_cli("autograde", ASSIGNMENT, cwd=root)
     return root
+
+
+def _submit(notebook: Path, dest: Path) -> None:
+    """A copy of ``notebook`` whose parameters cell (not a graded or locked cell) attacks 16 test
+    images instead of the profile's 64, as a student may set it: the grading is checked here;
+    lesson 00 at its own size runs in tests/test_notebooks.py."""
+    nb = nbformat.read(notebook, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert "N_EVAL = None" in cell.source and "nbgrader" not in cell.metadata
+    cell.source = cell.source.replace("N_EVAL = None", "N_EVAL = 16")
+    nbformat.write(nb, dest)
 
 
 def grades(course: Path, student: str):
