@@ -24,8 +24,8 @@ from report_support import pytest_runtest_makereport  # noqa: F401
 def pytest_xdist_auto_num_workers(config) -> int:
     """``-n auto``: one worker more than there are cores. Part of the time a test waits (on a
     kernel starting, a browser, a subprocess) and leaves its core idle. On an idle 2-core CPU,
-    one run each on the same checkout: three workers 503 s, two 569 s, of which 37 s built the
-    Colab test's environment that the three found built."""
+    one run each of the same tests: three workers 503 s, two 569 s (37 s of which built the
+    Colab test's environment, which the three-worker run found built)."""
     return len(os.sched_getaffinity(0)) + 1
 
 
