@@ -1,4 +1,5 @@
-"""A papermill engine (``dynat``) whose client finds a waiting reply within a second.
+"""A papermill engine (``dynat``) whose client finds a waiting reply within a second, and
+which starts again a kernel that dies before its first reply.
 
 papermill runs a notebook through nbclient, which waits for each cell's reply on the kernel's
 ZeroMQ sockets inside an asyncio event loop. Now and then the loop is not woken when the reply
@@ -9,8 +10,16 @@ it is waiting on. Measured on a busy 2-core machine (the runs at the lowest prio
 a test suite), a small notebook with one such cell: papermill's engine waited out the 60 s cell
 limit in 5 runs of 15, this engine in none of 15.
 
-This engine is papermill's own with one change: the client looks at its sockets again at least
-every ``POLL_S`` seconds, so a missed wake-up costs at most that long. Use it by name::
+This engine is papermill's own with two changes. The client looks at its sockets again at least
+every ``POLL_S`` seconds, so a missed wake-up costs at most that long. And a kernel that dies
+before its first reply is started again on new ports, up to ``START_TRIES`` starts in all. The
+manager picks five free ports, closes them and writes them down for the kernel, which binds them
+a second or two later, when its Python has started; on a busy machine another process (a
+browser's connection, another kernel) can take one of them in between, and the kernel then exits
+with "Address already in use" before it ever answers. nbclient reports that as "Kernel died
+before replying to kernel_info" and gives up. One of the kit's test runs on a CI machine, running
+several notebooks at once, ended on that report (the kernel's own message was not kept: a taken
+port is the likely cause, not a seen one). Use it by name::
 
     papermill --engine dynat LESSON.ipynb OUT.ipynb
     papermill.execute_notebook(LESSON, OUT, engine_name="dynat")
@@ -25,10 +34,14 @@ from queue import Empty
 from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.channels import AsyncZMQSocketChannel
 from jupyter_client.manager import AsyncKernelManager
-from traitlets import DottedObjectName, Type
+from traitlets import Bool, DottedObjectName, Type
 
 #: Longest time (seconds) the client waits on a socket before it looks at it again.
 POLL_S = 1.0
+#: How many times a kernel that dies before its first reply is started, the first start included.
+START_TRIES = 3
+#: How long (seconds) a started kernel may take to answer (nbclient's default ``startup_timeout``).
+START_TIMEOUT_S = 60
 
 
 class PollingChannel(AsyncZMQSocketChannel):
@@ -55,10 +68,40 @@ class PollingKernelClient(AsyncKernelClient):
 
 
 class PollingKernelManager(AsyncKernelManager):
-    """The kernel manager nbclient uses, handing out :class:`PollingKernelClient`."""
+    """The kernel manager nbclient uses, handing out :class:`PollingKernelClient`, whose
+    ``start_kernel`` returns a kernel that has answered (see the module)."""
 
     client_class = DottedObjectName(f"{__name__}.PollingKernelClient")
     client_factory = Type(PollingKernelClient)
+    # New ports on a restart with ``newports=True``: jupyter_client's port cache, made for a server
+    # starting many kernels in one process, would hand the same ones back.
+    cache_ports = Bool(False)
+
+    async def start_kernel(self, **kwargs) -> None:
+        """Start the kernel and wait for its first reply; a kernel that dies before it is
+        started again on new ports, up to ``START_TRIES`` starts in all."""
+        await super().start_kernel(**kwargs)
+        for start in range(1, START_TRIES + 1):
+            if await self._answers():
+                return
+            if start == START_TRIES:
+                raise RuntimeError(f"Kernel died before replying to kernel_info, {start} times")
+            await self.restart_kernel(now=True, newports=True)
+
+    async def _answers(self) -> bool:
+        """Whether the kernel answers a first request; False when it has died instead. A kernel
+        still alive after ``START_TIMEOUT_S`` raises jupyter_client's error."""
+        client = self.client()
+        client.start_channels()
+        try:
+            await client.wait_for_ready(timeout=START_TIMEOUT_S)
+            return True
+        except RuntimeError:
+            if await self.is_alive():
+                raise
+            return False
+        finally:
+            client.stop_channels()
 
 
 def _engine() -> type:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from pathlib import Path
 from queue import Empty
@@ -150,3 +151,82 @@ def test_an_nbgrader_course_autogrades_with_the_polling_client():
     assert len(polling) == 1 and issubclass(polling[0], Execute)
     assert polling[0]().kernel_manager_class is papermill_engine.PollingKernelManager
     assert Execute().kernel_manager_class is not papermill_engine.PollingKernelManager
+
+
+# ------------------------------------------------ a kernel that dies before its first reply
+@contextlib.contextmanager
+def _ports_taken(monkeypatch, starts: int):
+    """The first ``starts`` connection files give the kernel a shell port that another socket
+    is listening on: such a kernel exits before it answers. Yields the shell ports written."""
+    from jupyter_client import connect
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    busy = taken.getsockname()[1]
+    written = []
+    write = connect.write_connection_file
+
+    def write_some_taken(fname=None, shell_port=0, **kwargs):
+        fname, cfg = write(fname, shell_port=busy if len(written) < starts else shell_port,
+                           **kwargs)
+        written.append(cfg["shell_port"])
+        return fname, cfg
+
+    monkeypatch.setattr(connect, "write_connection_file", write_some_taken)
+    try:
+        yield busy, written
+    finally:
+        taken.close()
+
+
+def _start(manager_class, client_class=None) -> str:
+    """Start a kernel with ``manager_class``, wait for its first reply, run ``6 * 7`` in it;
+    the result, as the kernel printed it."""
+    shown: list = []
+
+    async def main():
+        manager = manager_class(kernel_name="python3")
+        await manager.start_kernel()
+        client = manager.client() if client_class is None else client_class(
+            parent=manager, **manager.get_connection_info(session=True))
+        client.start_channels()
+        try:
+            await client.wait_for_ready(timeout=60)
+            reply = await client.execute_interactive("print(6 * 7)", timeout=30,
+                                                     output_hook=lambda msg: shown.append(msg))
+            assert reply["content"]["status"] == "ok"
+        finally:
+            client.stop_channels()
+            await manager.shutdown_kernel(now=True)
+        return "".join(m["content"].get("text", "") for m in shown
+                       if m["msg_type"] == "stream")
+    return asyncio.run(main())
+
+
+@pytest.mark.notebook
+def test_a_kernel_whose_port_was_taken_dies_before_it_answers(monkeypatch):
+    """What jupyter_client's own manager and client do: the kernel exits, nbclient's wait ends."""
+    from jupyter_client.asynchronous.client import AsyncKernelClient
+    from jupyter_client.manager import AsyncKernelManager
+
+    with _ports_taken(monkeypatch, starts=1) as (busy, written):
+        with pytest.raises(RuntimeError, match="Kernel died before replying"):
+            _start(AsyncKernelManager, AsyncKernelClient)
+    assert written == [busy]
+
+
+@pytest.mark.notebook
+def test_the_engine_starts_a_kernel_whose_port_was_taken_again_on_new_ports(monkeypatch):
+    with _ports_taken(monkeypatch, starts=papermill_engine.START_TRIES - 1) as (busy, written):
+        assert _start(papermill_engine.PollingKernelManager) == "42\n"
+    assert written[:-1] == [busy] * (papermill_engine.START_TRIES - 1)
+    assert len(written) == papermill_engine.START_TRIES and written[-1] != busy
+
+
+@pytest.mark.notebook
+def test_the_engine_gives_up_after_its_tries(monkeypatch):
+    with _ports_taken(monkeypatch, starts=papermill_engine.START_TRIES) as (busy, written):
+        with pytest.raises(RuntimeError, match="Kernel died before replying"):
+            _start(papermill_engine.PollingKernelManager)
+    assert written == [busy] * papermill_engine.START_TRIES
