@@ -89,17 +89,22 @@ class PollingKernelManager(AsyncKernelManager):
             await self.restart_kernel(now=True, newports=True)
 
     async def _answers(self) -> bool:
-        """Whether the kernel answers a first request; False when it has died instead. A kernel
-        still alive after ``START_TIMEOUT_S`` raises jupyter_client's error."""
+        """Whether the kernel answers a ``kernel_info`` request (any reply on its shell socket);
+        False when it has died instead. A kernel still alive and silent after
+        ``START_TIMEOUT_S`` raises, as nbclient would."""
         client = self.client()
         client.start_channels()
         try:
-            await client.wait_for_ready(timeout=START_TIMEOUT_S)
-            return True
-        except RuntimeError:
-            if await self.is_alive():
-                raise
-            return False
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while time.monotonic() < deadline:
+                client.kernel_info()
+                try:
+                    await client.shell_channel.get_msg(timeout=POLL_S)
+                    return True
+                except Empty:
+                    if not await self.is_alive():
+                        return False
+            raise RuntimeError(f"Kernel didn't respond in {START_TIMEOUT_S} seconds")
         finally:
             client.stop_channels()
 

@@ -9,14 +9,14 @@ from dynat_lite import data, diagnostics, models, train
 
 
 def _tiny(**overrides):
-    base = dict(method="dynat", n_train=192, n_test=64, epochs=2, batch_size=64, steps=1,
+    base = dict(method="dynat", n_train=96, n_test=32, epochs=2, batch_size=32, steps=1,
                 n_eval=32, eval_steps=2, diagnose_every=1)
     return train.config("smoke", **{**base, **overrides})
 
 
 @pytest.fixture(scope="module")
 def tiny_data():
-    return data.load("synthetic", n_train=192, n_test=64, seed=0)
+    return data.load("synthetic", n_train=96, n_test=32, seed=0)
 
 
 def _weights(result):
@@ -133,7 +133,7 @@ def test_diagnostics_leave_the_run_bit_identical_and_record_every_kth_step(tiny_
     off = train.fit(_tiny(diagnose_every=0), dataset=tiny_data, progress=False)
     assert _same(_weights(on), _weights(off))
     assert [h["test_clean"] for h in on.history] == [h["test_clean"] for h in off.history]
-    # 3 steps an epoch (192 / 64): step 1, then every 2nd step of the run.
+    # 3 steps an epoch (96 / 32): step 1, then every 2nd step of the run.
     assert [s["step"] for h in on.history for s in h["steps"]] == [1, 2, 4, 6]
     assert all(h["steps"] == [] and h["collapsed"] is False for h in off.history)
     assert all(isinstance(h["collapsed"], bool) for h in on.history)

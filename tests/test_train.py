@@ -6,14 +6,14 @@ from conftest import SHARED_DATA
 
 
 def _tiny_config(**overrides):
-    base = dict(method="dynat", n_train=192, n_test=64, epochs=2, batch_size=64, steps=1,
+    base = dict(method="dynat", n_train=96, n_test=32, epochs=2, batch_size=32, steps=1,
                 n_eval=32, eval_steps=10)
     return train.config("smoke", **{**base, **overrides})
 
 
 @pytest.fixture(scope="module")
 def tiny_data():
-    return data.load("synthetic", n_train=192, n_test=64, seed=0)
+    return data.load("synthetic", n_train=96, n_test=32, seed=0)
 
 
 class Interrupt(Exception):
