@@ -33,6 +33,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "explorer.ipynb"
 EXPLORER = ".dynat-label-explorer"
 RUN_TIMEOUT_S = 600  # all cells of the lesson, smoke profile, on a busy 2-core machine
 START_TIMEOUT_S = 300  # JupyterLab's start: over two minutes were seen on a busy 2-core machine
+SERVING = re.compile(r"http://127\.0\.0\.1:(\d+)/")  # the address JupyterLab prints
 PAGE_TIMEOUT_MS = 300_000  # loading JupyterLab's page, then its kernel: over 2 min seen when busy
 
 
@@ -59,6 +60,25 @@ def _prepare(source: Path, dest: Path, **parameters) -> None:
     )
 
 
+def _serving(proc, log: Path, token: str) -> str:
+    """The base URL of the server once it answers. Read from its log, not assumed: when another
+    process took the port between ``_free_port`` and the server's start, JupyterLab serves on
+    the next free one."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        found = SERVING.search(log.read_text(errors="replace"))
+        if found:
+            base = f"http://127.0.0.1:{found.group(1)}"
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+                return base
+            except OSError:
+                pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail("JupyterLab did not start:\n" + log.read_text()[-3000:])
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """A JupyterLab server on localhost; yields (base URL, token, root folder)."""
@@ -83,18 +103,8 @@ def lab(tmp_path_factory):
          "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
         log=log, env=env, cwd=root,
     )
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("JupyterLab did not start:\n" + (tmp_path / "jupyterlab.log").read_text()[-3000:])
-                time.sleep(0.5)
-        yield base, token, root
+        yield _serving(proc, tmp_path / "jupyterlab.log", token), token, root
     finally:
         stop(proc)
         log.close()
