@@ -156,13 +156,14 @@ def accuracy_vs_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_grid
     Returns ``{"FGSM": [...], f"PGD-{steps}": [...]}``, one fraction per eps in the grid's
     order. PGD takes ``steps`` steps of ``step_fraction * eps`` (the step grows with the ball)
     from a uniform random start, its generator seeded with ``seed`` afresh at every eps. At
-    eps = 0 both attacks leave x unchanged, so both curves start at the clean accuracy. Each
-    point is a :func:`correct_under`: on the model's device, in float32, in eval mode.
+    eps = 0 both attacks leave x unchanged: both curves take the clean accuracy there, which is
+    computed instead of attacking with a budget of zero. Each point is a
+    :func:`correct_under`: on the model's device, in float32, in eval mode.
     """
     curves: dict[str, list[float]] = {"FGSM": [], f"PGD-{steps}": []}
     for eps in eps_grid:
-        pgd_attack = PGDAttack(steps, step_fraction * eps)
-        for name, attack in zip(curves, ("fgsm", pgd_attack)):
+        pair = ("fgsm", PGDAttack(steps, step_fraction * eps)) if eps else ("clean", "clean")
+        for name, attack in zip(curves, pair):
             right = correct_under(model, x, y, attack, eps=eps, batch_size=batch_size, seed=seed)
             curves[name].append(right.sum().item() / len(y))
     return curves
