@@ -187,17 +187,19 @@ def _start(manager_class, client_class=None) -> str:
 
     async def main():
         manager = manager_class(kernel_name="python3")
-        await manager.start_kernel()
-        client = manager.client() if client_class is None else client_class(
-            parent=manager, **manager.get_connection_info(session=True))
-        client.start_channels()
+        client = None
         try:
+            await manager.start_kernel()
+            client = manager.client() if client_class is None else client_class(
+                parent=manager, **manager.get_connection_info(session=True))
+            client.start_channels()
             await client.wait_for_ready(timeout=60)
             reply = await client.execute_interactive("print(6 * 7)", timeout=30,
                                                      output_hook=lambda msg: shown.append(msg))
             assert reply["content"]["status"] == "ok"
-        finally:
-            client.stop_channels()
+        finally:  # the kernel stopped and its connection file removed, pass or fail
+            if client is not None:
+                client.stop_channels()
             await manager.shutdown_kernel(now=True)
         return "".join(m["content"].get("text", "") for m in shown
                        if m["msg_type"] == "stream")
