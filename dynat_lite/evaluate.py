@@ -156,16 +156,22 @@ def accuracy_vs_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_grid
     Returns ``{"FGSM": [...], f"PGD-{steps}": [...]}``, one fraction per eps in the grid's
     order. PGD takes ``steps`` steps of ``step_fraction * eps`` (the step grows with the ball)
     from a uniform random start, its generator seeded with ``seed`` afresh at every eps. At
-    eps = 0 both attacks leave x unchanged: both curves take the clean accuracy there, which is
-    computed instead of attacking with a budget of zero. Each point is a
-    :func:`correct_under`: on the model's device, in float32, in eval mode.
+    eps = 0 both attacks leave x unchanged: both curves take the clean accuracy there, measured
+    once instead of attacking with a budget of zero. Each point is a :func:`correct_under`: on
+    the model's device, in float32, in eval mode.
     """
+    def accuracy(attack, eps):
+        right = correct_under(model, x, y, attack, eps=eps, batch_size=batch_size, seed=seed)
+        return right.sum().item() / len(y)
+
     curves: dict[str, list[float]] = {"FGSM": [], f"PGD-{steps}": []}
     for eps in eps_grid:
-        pair = ("fgsm", PGDAttack(steps, step_fraction * eps)) if eps else ("clean", "clean")
-        for name, attack in zip(curves, pair):
-            right = correct_under(model, x, y, attack, eps=eps, batch_size=batch_size, seed=seed)
-            curves[name].append(right.sum().item() / len(y))
+        if eps == 0:
+            points = [accuracy("clean", eps)] * 2
+        else:
+            points = [accuracy("fgsm", eps), accuracy(PGDAttack(steps, step_fraction * eps), eps)]
+        for curve, point in zip(curves.values(), points):
+            curve.append(point)
     return curves
 
 

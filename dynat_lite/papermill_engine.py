@@ -40,8 +40,8 @@ from traitlets import Bool, DottedObjectName, Type
 POLL_S = 1.0
 #: How many times a kernel that dies before its first reply is started, the first start included.
 START_TRIES = 3
-#: How long (seconds) a started kernel may take to answer (nbclient's default ``startup_timeout``).
-START_TIMEOUT_S = 60
+#: How long (seconds) the start check waits for a first reply before nbclient's own wait takes over.
+START_CHECK_S = 60
 
 
 class PollingChannel(AsyncZMQSocketChannel):
@@ -69,7 +69,7 @@ class PollingKernelClient(AsyncKernelClient):
 
 class PollingKernelManager(AsyncKernelManager):
     """The kernel manager nbclient uses, handing out :class:`PollingKernelClient`, whose
-    ``start_kernel`` returns a kernel that has answered (see the module)."""
+    ``start_kernel`` starts again a kernel that died before its first reply (see the module)."""
 
     client_class = DottedObjectName(f"{__name__}.PollingKernelClient")
     client_factory = Type(PollingKernelClient)
@@ -78,33 +78,32 @@ class PollingKernelManager(AsyncKernelManager):
     cache_ports = Bool(False)
 
     async def start_kernel(self, **kwargs) -> None:
-        """Start the kernel and wait for its first reply; a kernel that dies before it is
-        started again on new ports, up to ``START_TRIES`` starts in all."""
+        """Start the kernel; while it dies before its first reply, start it again on new ports,
+        up to ``START_TRIES`` starts in all. The last start is not checked: nbclient's own wait
+        (and its ``startup_timeout``) judges it, and reports a kernel that died again."""
         await super().start_kernel(**kwargs)
-        for start in range(1, START_TRIES + 1):
-            if await self._answers():
+        for _ in range(START_TRIES - 1):
+            if not await self._died_at_start():
                 return
-            if start == START_TRIES:
-                raise RuntimeError(f"Kernel died before replying to kernel_info, {start} times")
             await self.restart_kernel(now=True, newports=True)
 
-    async def _answers(self) -> bool:
-        """Whether the kernel answers a ``kernel_info`` request (any reply on its shell socket);
-        False when it has died instead. A kernel still alive and silent after
-        ``START_TIMEOUT_S`` raises, as nbclient would."""
+    async def _died_at_start(self) -> bool:
+        """Whether the kernel exits before it answers a ``kernel_info`` request (any reply on
+        its shell socket). A kernel still alive and silent after ``START_CHECK_S`` counts as
+        not dead: nbclient's wait takes over from there."""
         client = self.client()
         client.start_channels()
         try:
-            deadline = time.monotonic() + START_TIMEOUT_S
+            deadline = time.monotonic() + START_CHECK_S
             while time.monotonic() < deadline:
                 client.kernel_info()
                 try:
                     await client.shell_channel.get_msg(timeout=POLL_S)
-                    return True
+                    return False
                 except Empty:
                     if not await self.is_alive():
-                        return False
-            raise RuntimeError(f"Kernel didn't respond in {START_TIMEOUT_S} seconds")
+                        return True
+            return False
         finally:
             client.stop_channels()
 

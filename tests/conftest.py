@@ -50,6 +50,26 @@ def pytest_collection_modifyitems(items):
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
+#: The tiny DYNAT run of the training tests: 96 synthetic images in batches of 32 (three steps an
+#: epoch), two epochs of one PGD step, 32 test images evaluated after each epoch.
+TINY_RUN = dict(method="dynat", n_train=96, n_test=32, epochs=2, batch_size=32, steps=1,
+                n_eval=32)
+
+
+def tiny_config(**overrides):
+    """The smoke profile with :data:`TINY_RUN` and ``overrides``."""
+    from dynat_lite import train
+
+    return train.config("smoke", **{**TINY_RUN, **overrides})
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    """The synthetic images of :data:`TINY_RUN`."""
+    from dynat_lite import data
+
+    return data.load("synthetic", n_train=TINY_RUN["n_train"], n_test=TINY_RUN["n_test"], seed=0)
+
 
 class TinyNet(nn.Module):
     """A conv + linear net small enough for hundreds of attack steps in a test."""

@@ -2,7 +2,8 @@
 
 * :func:`start` runs a command in a process group of its own, and :func:`stop` ends the group
   and every process it started (a Jupyter server's kernels sit in groups of their own), politely
-  first, then with SIGKILL. Use them in a fixture's ``try/finally``.
+  first, then with SIGKILL. Use them in a fixture's ``try/finally``. :func:`jupyter_address`
+  waits for the address a Jupyter server started so prints once it serves.
 * Two autouse fixtures (imported by ``conftest.py``) catch what a failing or timed-out test left:
   ``stray_kernels`` stops, after each test, a kernel the test process started and did not shut
   down (papermill stopped by a timeout mid-lesson); ``stray_processes`` stops, at the end of the
@@ -14,15 +15,21 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import psutil
 import pytest
 
 #: pytest-timeout's limit for a test marked ``notebook``: a lesson on a busy 2-core machine.
 NOTEBOOK_TIMEOUT_S = 2400
+#: The address a Jupyter server on localhost prints once it serves: (port, token); the token is
+#: printed as "..." when the server was given one (``--IdentityProvider.token``).
+JUPYTER_ADDRESS = re.compile(r"http://127\.0\.0\.1:(\d+)/lab\?token=([0-9a-f]+|\.\.\.)")
 
 
 def start(cmd: list[str], *, log, env: dict | None = None, cwd=None) -> subprocess.Popen:
@@ -45,6 +52,22 @@ def stop(proc: subprocess.Popen, grace_s: float = 20) -> None:
         _kill(p)
     _signal_group(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
+
+
+def jupyter_address(proc: subprocess.Popen, log: Path, timeout_s: float, what: str) -> re.Match:
+    """The ``http://127.0.0.1:PORT/lab?token=...`` line that the server ``proc``, started with
+    its output into ``log``, prints once it is serving (read, not assumed: when the port asked
+    for was taken, the server serves on the next free one). Fails the test with ``what`` and the
+    log's end when the server exits or ``timeout_s`` passes first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = JUPYTER_ADDRESS.search(log.read_text(errors="replace"))
+        if found:
+            return found
+        if proc.poll() is not None:
+            break
+        time.sleep(0.5)
+    pytest.fail(f"{what}:\n{log.read_text(errors='replace')[-3000:]}")
 
 
 def alive_in_group(pgid: int) -> list[int]:

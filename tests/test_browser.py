@@ -17,13 +17,12 @@ import secrets
 import socket
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from browser_support import chromium, save_screenshot  # noqa: F401  (chromium is a fixture)
-from process_support import start, stop
+from process_support import jupyter_address, start, stop
 
 pytestmark = pytest.mark.browser
 
@@ -33,7 +32,6 @@ FIXTURE = Path(__file__).parent / "fixtures" / "explorer.ipynb"
 EXPLORER = ".dynat-label-explorer"
 RUN_TIMEOUT_S = 600  # all cells of the lesson, smoke profile, on a busy 2-core machine
 START_TIMEOUT_S = 300  # JupyterLab's start: over two minutes were seen on a busy 2-core machine
-SERVING = re.compile(r"http://127\.0\.0\.1:(\d+)/")  # the address JupyterLab prints
 PAGE_TIMEOUT_MS = 300_000  # loading JupyterLab's page, then its kernel: over 2 min seen when busy
 
 
@@ -58,25 +56,6 @@ def _prepare(source: Path, dest: Path, **parameters) -> None:
         str(source), str(dest), parameters={"PROFILE": "smoke", **parameters},
         prepare_only=True, kernel_name="python3", progress_bar=False,
     )
-
-
-def _serving(proc, log: Path, token: str) -> str:
-    """The base URL of the server once it answers. Read from its log, not assumed: when another
-    process took the port between ``_free_port`` and the server's start, JupyterLab serves on
-    the next free one."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        found = SERVING.search(log.read_text(errors="replace"))
-        if found:
-            base = f"http://127.0.0.1:{found.group(1)}"
-            try:
-                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
-                return base
-            except OSError:
-                pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail("JupyterLab did not start:\n" + log.read_text()[-3000:])
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +83,9 @@ def lab(tmp_path_factory):
         log=log, env=env, cwd=root,
     )
     try:
-        yield _serving(proc, tmp_path / "jupyterlab.log", token), token, root
+        port = jupyter_address(proc, tmp_path / "jupyterlab.log", START_TIMEOUT_S,
+                               "JupyterLab did not start").group(1)
+        yield f"http://127.0.0.1:{port}", token, root
     finally:
         stop(proc)
         log.close()

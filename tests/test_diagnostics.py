@@ -5,18 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dynat_lite import data, diagnostics, models, train
+from conftest import tiny_config
+from dynat_lite import diagnostics, models, train
 
 
 def _tiny(**overrides):
-    base = dict(method="dynat", n_train=96, n_test=32, epochs=2, batch_size=32, steps=1,
-                n_eval=32, eval_steps=2, diagnose_every=1)
-    return train.config("smoke", **{**base, **overrides})
-
-
-@pytest.fixture(scope="module")
-def tiny_data():
-    return data.load("synthetic", n_train=96, n_test=32, seed=0)
+    return tiny_config(**{"eval_steps": 2, "diagnose_every": 1, **overrides})
 
 
 def _weights(result):

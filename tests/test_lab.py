@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -21,12 +20,11 @@ import nbformat
 import psutil
 import pytest
 
-from process_support import alive_in_group, start, stop
+from process_support import alive_in_group, jupyter_address, start, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv"
 LESSONS = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9]*.ipynb"))
-TOKEN_URL = re.compile(r"http://127\.0\.0\.1:(\d+)/lab\?token=([0-9a-f]+)")
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed"),
@@ -65,19 +63,6 @@ def _get(url: str) -> dict:
         return json.load(r)
 
 
-def _wait_for_url(proc: subprocess.Popen, log: Path, timeout_s: float = 300) -> re.Match:
-    """The ``http://127.0.0.1:PORT/lab?token=...`` line JupyterLab prints once it is serving."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = TOKEN_URL.search(log.read_text(errors="replace"))
-        if found:
-            return found
-        if proc.poll() is not None:
-            break
-        time.sleep(0.5)
-    pytest.fail(f"`make lab` printed no address with a token:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture
 def lab(tmp_path):
     """`make lab` on 127.0.0.1, no browser; yields (process, base URL, token, log path)."""
@@ -89,7 +74,7 @@ def lab(tmp_path):
     with open(log_path, "w") as log:
         proc = start(_make(project, "lab", JUPYTER_ARGS=args), log=log, env=env)
         try:
-            found = _wait_for_url(proc, log_path)
+            found = jupyter_address(proc, log_path, 300, "`make lab` printed no address with a token")
             yield proc, f"http://127.0.0.1:{found.group(1)}", found.group(2), log_path
         finally:
             stop(proc)

@@ -2,18 +2,11 @@ import pytest
 import torch
 
 from dynat_lite import attacks, data, evaluate, train
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, tiny_config
 
 
 def _tiny_config(**overrides):
-    base = dict(method="dynat", n_train=96, n_test=32, epochs=2, batch_size=32, steps=1,
-                n_eval=32, eval_steps=10)
-    return train.config("smoke", **{**base, **overrides})
-
-
-@pytest.fixture(scope="module")
-def tiny_data():
-    return data.load("synthetic", n_train=96, n_test=32, seed=0)
+    return tiny_config(**{"eval_steps": 10, **overrides})
 
 
 class Interrupt(Exception):
